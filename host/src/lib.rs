@@ -1,0 +1,4 @@
+//! Kiln runs background jobs whose handlers are WebAssembly components.
+//!
+//! Layout:
+//! - `bindings`: the only `bindgen!` of the `kiln:handler` world.

@@ -1,0 +1,2 @@
+//! The `kiln` binary: parses the command line and maps errors to exit codes.
+fn main() {}
