@@ -2,3 +2,27 @@
 //!
 //! Layout:
 //! - `bindings`: the only `bindgen!` of the `kiln:handler` world.
+//! - `engine`: the wasmtime engine, epoch ticker, linker and pool slots ([`Runtime`]).
+//! - `limits`: per-job limits and the memory limiter.
+//! - `host_api`: what a guest may call, and the capped job log.
+//! - `sandbox`: one attempt in a fresh store, and how it ended ([`Outcome`]).
+//! - `registry`: handler name -> loaded version; compiling and the artifact cache.
+//! - `reload`: the watcher that keeps the registry in step with the handlers directory.
+//! - `cli`: the `kiln` command line.
+//! - `logging`: where the binary's `tracing` output goes.
+
+pub mod bindings;
+pub mod cli;
+pub mod engine;
+pub mod host_api;
+pub mod limits;
+pub mod logging;
+pub mod registry;
+pub mod reload;
+pub mod sandbox;
+
+pub use engine::{Runtime, RuntimeSettings};
+pub use host_api::{ChildEnqueuer, ChildRequest, JobHooks, LogLine, LogSource};
+pub use limits::JobLimits;
+pub use registry::{Change, LoadError, LoadedHandler, Registry};
+pub use sandbox::{Attempt, ErrorKind, Grants, JobInput, Outcome};

@@ -1,2 +1,35 @@
-//! The `kiln` binary: parses the command line and maps errors to exit codes.
-fn main() {}
+//! The `kiln` binary: parses the command line, runs it, and maps errors to exit codes.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use kiln::cli::{self, Cli};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return if error.use_stderr() {
+                ExitCode::from(cli::EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    kiln::logging::init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("kiln: failed to start the async runtime: {error}");
+            return ExitCode::from(cli::EXIT_USAGE);
+        }
+    };
+    match runtime.block_on(cli::run(cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("kiln: {error:#}");
+            ExitCode::from(cli::exit_code(&error))
+        }
+    }
+}

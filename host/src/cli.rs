@@ -1,0 +1,246 @@
+//! The `kiln` command line: parses arguments and runs one command.
+//!
+//! Commands return `anyhow::Result<ExitCode>`; `main` only prints errors and maps them to
+//! exit codes (0 ok, 1 the thing checked or waited for failed, 2 usage or config error).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+use wasmtime::component::types::ComponentItem;
+
+use crate::engine::{Runtime, RuntimeSettings};
+use crate::registry::{LoadSource, Registry, describe};
+
+/// Exit code for a failed job (`--wait`) or an invalid handler (`check`).
+pub const EXIT_FAILED: u8 = 1;
+/// Exit code for bad usage or a bad configuration.
+pub const EXIT_USAGE: u8 = 2;
+
+/// Runs background jobs whose handlers are WebAssembly components.
+#[derive(Debug, Parser)]
+#[command(name = "kiln", version)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(long, global = true, env = "KILN_CONFIG", default_value = "config.toml")]
+    pub config: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate a handler component against the contract and list its imports and exports.
+    Check {
+        /// The `.wasm` file to check.
+        file: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Load the configured handlers directory and list each handler.
+    Handlers {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Check { file, json } => check(&file, json),
+        Command::Handlers { json } => handlers(&cli.config, json).await,
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct CheckReport {
+    file: String,
+    valid: bool,
+    error: Option<String>,
+    digest: Option<String>,
+    size: Option<u64>,
+    imports: Vec<String>,
+    exports: Vec<String>,
+}
+
+fn check(file: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let runtime = Runtime::new(RuntimeSettings {
+        max_instances: 1,
+        ..RuntimeSettings::default()
+    })?;
+    let report = check_report(&runtime, file);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_check(&report);
+    }
+    Ok(if report.valid {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILED)
+    })
+}
+
+fn check_report(runtime: &Runtime, file: &Path) -> CheckReport {
+    let mut report = CheckReport {
+        file: file.display().to_string(),
+        valid: false,
+        error: None,
+        digest: None,
+        size: None,
+        imports: Vec::new(),
+        exports: Vec::new(),
+    };
+    let bytes = match std::fs::read(file) {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            report.error = Some(format!("failed to read `{}`: {error}", file.display()));
+            return report;
+        }
+    };
+    report.digest = Some(crate::registry::digest(&bytes));
+    report.size = Some(bytes.len() as u64);
+    let name = file.display().to_string();
+    let component = match runtime.compile(&bytes, &name) {
+        Ok(component) => component,
+        Err(error) => {
+            report.error = Some(describe(&error));
+            return report;
+        }
+    };
+    let engine = runtime.engine();
+    let ty = component.component_type();
+    report.imports = ty.imports(engine).map(|(n, item)| item_line(n, &item.ty)).collect();
+    report.exports = ty.exports(engine).map(|(n, item)| item_line(n, &item.ty)).collect();
+    match runtime.pre_instantiate(&component, &name) {
+        Ok(_) => report.valid = true,
+        Err(error) => report.error = Some(describe(&error)),
+    }
+    report
+}
+
+fn item_line(name: &str, item: &ComponentItem) -> String {
+    let kind = match item {
+        ComponentItem::ComponentFunc(_) => "func",
+        ComponentItem::CoreFunc(_) => "core func",
+        ComponentItem::Module(_) => "module",
+        ComponentItem::Component(_) => "component",
+        ComponentItem::ComponentInstance(_) => "interface",
+        ComponentItem::Type(_) => "type",
+        ComponentItem::Resource(_) => "resource",
+    };
+    format!("{name} ({kind})")
+}
+
+fn print_check(report: &CheckReport) {
+    match &report.error {
+        None => println!("valid: {}", report.file),
+        Some(error) => println!("invalid: {error}"),
+    }
+    if let (Some(digest), Some(size)) = (&report.digest, report.size) {
+        println!("  digest  sha256:{digest}\n  size    {size} bytes");
+    }
+    for (title, items) in [("imports", &report.imports), ("exports", &report.exports)] {
+        if !items.is_empty() {
+            println!("{title}:");
+            for item in items {
+                println!("  {item}");
+            }
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct HandlerRow {
+    name: String,
+    digest: Option<String>,
+    size: Option<u64>,
+    load_ms: Option<f64>,
+    source: Option<LoadSource>,
+    error: Option<String>,
+}
+
+async fn handlers(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let (dir, cache_dir) = handler_dirs(config)?;
+    let runtime = Arc::new(Runtime::new(RuntimeSettings {
+        max_instances: 1,
+        ..RuntimeSettings::default()
+    })?);
+    let registry = Registry::new(runtime, dir.clone(), cache_dir);
+    registry
+        .load_all()
+        .await
+        .with_context(|| format!("failed to read handlers directory `{}`", dir.display()))?;
+    let mut rows: Vec<HandlerRow> = registry
+        .handlers()
+        .iter()
+        .map(|h| HandlerRow {
+            name: h.name.clone(),
+            digest: Some(h.digest.clone()),
+            size: Some(h.size),
+            load_ms: Some(h.took.as_secs_f64() * 1000.0),
+            source: Some(h.source),
+            error: None,
+        })
+        .collect();
+    rows.extend(registry.errors().into_iter().map(|(name, error)| HandlerRow {
+        name,
+        digest: None,
+        size: None,
+        load_ms: None,
+        source: None,
+        error: Some(error),
+    }));
+    rows.sort_by(|a, b| a.name.cmp(&b.name));
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        print_handlers(&dir, &rows);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_handlers(dir: &Path, rows: &[HandlerRow]) {
+    println!("handlers in {}", dir.display());
+    println!("{:<16} {:<14} {:>10} {:>10}  {}", "NAME", "DIGEST", "SIZE", "LOAD ms", "FROM");
+    for row in rows {
+        match &row.error {
+            Some(error) => println!("{:<16} error: {error}", row.name),
+            None => println!(
+                "{:<16} {:<14} {:>10} {:>10.2}  {}",
+                row.name,
+                row.digest.as_deref().map_or("", |d| &d[..12]),
+                row.size.unwrap_or(0),
+                row.load_ms.unwrap_or(0.0),
+                match row.source {
+                    Some(LoadSource::Cache) => "cache",
+                    _ => "compiled",
+                }
+            ),
+        }
+    }
+}
+
+/// The handlers and cache directories from the config; replaced by the full config later.
+fn handler_dirs(config: &Path) -> anyhow::Result<(PathBuf, Option<PathBuf>)> {
+    let _ = config;
+    anyhow::bail!("not wired yet")
+}
+
+/// The exit code for an error that ended a command: usage and config errors are 2.
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    let usage = error
+        .chain()
+        .any(|cause| cause.downcast_ref::<UsageError>().is_some());
+    if usage { EXIT_USAGE } else { EXIT_FAILED }
+}
+
+/// A mistake in how Kiln was invoked or configured (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);

@@ -1,0 +1,80 @@
+//! Per-job resource limits and the limiter that enforces the memory cap.
+//!
+//! Every attempt gets its own [`JobLimits`]; the values come from config (defaults, queue,
+//! handler) and are applied to a fresh wasmtime `Store` by the sandbox.
+
+use std::time::Duration;
+
+/// What one attempt of one job may use. Each limit protects the host from a handler that
+/// runs away with a resource it shares with every other job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobLimits {
+    /// Wall-clock deadline for the attempt: a spinning handler is stopped after this.
+    pub timeout: Duration,
+    /// Cap on the linear memory of the handler's instances, in bytes.
+    pub memory: u64,
+    /// Optional CPU budget in fuel units (~10M units per ms of wasm); `None` is unlimited.
+    pub fuel: Option<u64>,
+    /// Cap on the result bytes a handler may return, so a result cannot exhaust host memory.
+    pub max_result: usize,
+    /// Cap on captured log lines plus stdout/stderr bytes per attempt; the rest is dropped.
+    pub max_log: usize,
+}
+
+impl Default for JobLimits {
+    fn default() -> Self {
+        JobLimits {
+            timeout: Duration::from_secs(30),
+            memory: 64 << 20,
+            fuel: None,
+            max_result: 1 << 20,
+            max_log: 64 << 10,
+        }
+    }
+}
+
+/// Most table elements an instance may grow to; guards host memory like the memory cap does.
+const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+
+/// A `ResourceLimiter` that refuses memory growth past the cap and remembers that it did,
+/// so a trap that follows can be reported as `memory-limit` rather than a plain trap.
+#[derive(Debug)]
+pub struct MemoryLimiter {
+    cap: usize,
+    /// Set when a grow past the cap was refused; the guest usually aborts right after.
+    pub(crate) hit: bool,
+}
+
+impl MemoryLimiter {
+    /// A limiter allowing up to `cap` bytes of linear memory per memory.
+    pub fn new(cap: u64) -> Self {
+        MemoryLimiter {
+            cap: usize::try_from(cap).unwrap_or(usize::MAX),
+            hit: false,
+        }
+    }
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.cap {
+            self.hit = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}

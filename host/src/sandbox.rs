@@ -1,0 +1,359 @@
+//! Runs one attempt of one job in a fresh sandbox and classifies how it ended.
+//!
+//! Every attempt gets a new wasmtime `Store` with its own memory cap, epoch deadline and fuel
+//! budget, instantiated from the handler's pre-instantiated component. The store is dropped
+//! when the attempt ends, whatever the outcome: nothing a handler does survives its job.
+//!
+//! The sandbox denies by default. A handler's WASI context has:
+//! - no environment variables and no arguments, unless `Grants::env` lists some;
+//! - no preopened directories, unless `Grants::dir` names one, mounted read-only at its path;
+//! - stdin closed; stdout and stderr captured into the job's capped log;
+//! - no TCP, UDP or name lookup (wasmtime's default, kept);
+//! - clocks and random numbers, which cannot reach anything outside.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use wasmtime::{Store, Trap, UpdateDeadline, WasmBacktrace};
+use wasmtime_wasi::{FsPerms, WasiCtx};
+
+use crate::bindings::{JobError, WitJob};
+use crate::engine::Runtime;
+use crate::host_api::{CaptureStream, JobCtx, JobHooks, Journal, LogLine, LogSource};
+use crate::limits::{JobLimits, MemoryLimiter};
+use crate::registry::LoadedHandler;
+
+/// The job as handed to a handler for one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobInput {
+    pub id: String,
+    pub handler: String,
+    pub queue: String,
+    pub payload: Vec<u8>,
+    /// 1 on the first attempt.
+    pub attempt: u32,
+    pub max_attempts: u32,
+}
+
+/// Opt-in capabilities a handler gets beyond the default-deny sandbox.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grants {
+    /// Environment variables the handler sees, name and value.
+    pub env: Vec<(String, String)>,
+    /// A host directory the handler may read, mounted read-only at the same path.
+    pub dir: Option<PathBuf>,
+}
+
+/// How a failing handler asked the host to treat its failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorKind {
+    /// Try again if attempts are left; the handler may have asked for a minimum delay.
+    Retry { delay: Option<Duration> },
+    /// Give up now.
+    Fatal,
+}
+
+/// How one attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The handler returned these result bytes.
+    Ok(Vec<u8>),
+    /// The handler returned an error.
+    Error { kind: ErrorKind, message: String },
+    /// The wall-clock deadline passed.
+    Timeout,
+    /// The fuel budget ran out.
+    OutOfFuel,
+    /// The handler asked for more memory than its cap and stopped.
+    MemoryLimit,
+    /// The handler trapped; the backtrace lists guest frames when known.
+    Trap {
+        message: String,
+        backtrace: Option<String>,
+    },
+    /// The handler panicked; the message is taken from its stderr.
+    Panic { message: String },
+    /// The job was cancelled (or the host shut down) while it ran.
+    Cancelled,
+}
+
+impl Outcome {
+    /// Short stable name of the outcome class, as stored with each attempt.
+    pub fn class(&self) -> &'static str {
+        match self {
+            Outcome::Ok(_) => "ok",
+            Outcome::Error { .. } => "error",
+            Outcome::Timeout => "timeout",
+            Outcome::OutOfFuel => "out-of-fuel",
+            Outcome::MemoryLimit => "memory-limit",
+            Outcome::Trap { .. } => "trap",
+            Outcome::Panic { .. } => "panic",
+            Outcome::Cancelled => "cancelled",
+        }
+    }
+
+    /// Whether another attempt may help: everything but success, a fatal error and a cancel.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(
+            self,
+            Outcome::Ok(_)
+                | Outcome::Cancelled
+                | Outcome::Error {
+                    kind: ErrorKind::Fatal,
+                    ..
+                }
+        )
+    }
+
+    /// A one-line description for the job's error field; `None` on success.
+    pub fn message(&self) -> Option<String> {
+        Some(match self {
+            Outcome::Ok(_) => return None,
+            Outcome::Error { message, .. } => message.clone(),
+            Outcome::Timeout => "handler exceeded its deadline".into(),
+            Outcome::OutOfFuel => "handler ran out of fuel".into(),
+            Outcome::MemoryLimit => "handler exceeded its memory cap".into(),
+            Outcome::Trap { message, .. } => format!("handler trapped: {message}"),
+            Outcome::Panic { message } => format!("handler panicked: {message}"),
+            Outcome::Cancelled => "job was cancelled while running".into(),
+        })
+    }
+}
+
+/// Everything recorded about one attempt.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub outcome: Outcome,
+    /// Wall time from instantiation to the end of the call.
+    pub wall: Duration,
+    /// Fuel the attempt burned (~10M units per ms of wasm).
+    pub fuel_used: u64,
+    /// Digest of the handler version that ran the attempt.
+    pub digest: String,
+    /// Log lines and stdout/stderr, capped at `JobLimits::max_log` bytes.
+    pub log: Vec<LogLine>,
+    /// Set when the log was cut at the cap.
+    pub log_truncated: bool,
+}
+
+/// Why the epoch callback stopped a guest; carried as the error of the interrupted call.
+#[derive(Debug, thiserror::Error)]
+enum Interrupt {
+    #[error("deadline passed")]
+    Timeout,
+    #[error("job cancelled")]
+    Cancelled,
+}
+
+/// Ticks a running guest may go before the host checks its deadline and yields the thread.
+const TICKS_PER_CHECK: u64 = 1;
+
+impl Runtime {
+    /// Runs one attempt of `job` on `handler` with `limits`, until it ends, times out or
+    /// `cancel` fires. Never panics on guest behaviour: every way a guest ends is an `Outcome`.
+    pub async fn run(
+        &self,
+        handler: &LoadedHandler,
+        job: &JobInput,
+        limits: &JobLimits,
+        grants: &Grants,
+        hooks: JobHooks,
+        cancel: &CancellationToken,
+    ) -> Attempt {
+        let _slot = self.slots.acquire().await;
+        let journal = Arc::new(Journal::new(&job.id, &job.handler, limits.max_log));
+        let started = Instant::now();
+        let deadline = started + limits.timeout;
+        let (result, fuel_used, memory_hit) =
+            match self.new_store(job, limits, grants, hooks, journal.clone(), deadline, cancel) {
+                Ok(mut store) => {
+                    let call = call_handle(&mut store, handler, job);
+                    let result = tokio::select! {
+                        result = tokio::time::timeout_at(deadline.into(), call) => {
+                            result.unwrap_or(Err(Interrupt::Timeout.into()))
+                        }
+                        () = cancel.cancelled() => Err(Interrupt::Cancelled.into()),
+                    };
+                    let budget = limits.fuel.unwrap_or(u64::MAX);
+                    let fuel_used = budget - store.get_fuel().unwrap_or(budget);
+                    (result, fuel_used, store.data().limiter.hit)
+                }
+                Err(error) => (Err(error), 0, false),
+            };
+        let wall = started.elapsed();
+        let outcome = classify(result, memory_hit, &journal, limits.max_result);
+        let (log, log_truncated) = journal.finish();
+        Attempt {
+            outcome,
+            wall,
+            fuel_used,
+            digest: handler.digest.clone(),
+            log,
+            log_truncated,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn new_store(
+        &self,
+        job: &JobInput,
+        limits: &JobLimits,
+        grants: &Grants,
+        hooks: JobHooks,
+        journal: Arc<Journal>,
+        deadline: Instant,
+        cancel: &CancellationToken,
+    ) -> wasmtime::Result<Store<JobCtx>> {
+        let wasi = wasi_ctx(grants, &journal)?;
+        let max_payload = limits.max_result;
+        let limiter = MemoryLimiter::new(limits.memory);
+        let ctx = JobCtx::new(wasi, limiter, journal, hooks, (&job.id, &job.queue), max_payload);
+        let mut store = Store::new(&self.engine, ctx);
+        store.limiter(|ctx| &mut ctx.limiter);
+        store.set_fuel(limits.fuel.unwrap_or(u64::MAX))?;
+        // The instance's start code already checks the epoch, so the deadline must be set
+        // before instantiation.
+        store.set_epoch_deadline(TICKS_PER_CHECK);
+        let cancel = cancel.clone();
+        store.epoch_deadline_callback(move |_| {
+            if cancel.is_cancelled() {
+                Err(Interrupt::Cancelled.into())
+            } else if Instant::now() >= deadline {
+                Err(Interrupt::Timeout.into())
+            } else {
+                Ok(UpdateDeadline::Yield(TICKS_PER_CHECK))
+            }
+        });
+        Ok(store)
+    }
+}
+
+/// The WASI context of one attempt: see the module doc for what it allows.
+fn wasi_ctx(grants: &Grants, journal: &Arc<Journal>) -> wasmtime::Result<WasiCtx> {
+    let mut builder = WasiCtx::builder();
+    builder
+        .stdout(CaptureStream::new(journal.clone(), LogSource::Stdout))
+        .stderr(CaptureStream::new(journal.clone(), LogSource::Stderr))
+        .envs(&grants.env);
+    if let Some(dir) = &grants.dir {
+        let guest_path = dir.to_string_lossy();
+        builder.preopened_dir(dir, &*guest_path, FsPerms::ReadOnly)?;
+    }
+    Ok(builder.build())
+}
+
+async fn call_handle(
+    store: &mut Store<JobCtx>,
+    handler: &LoadedHandler,
+    job: &JobInput,
+) -> wasmtime::Result<Result<Vec<u8>, JobError>> {
+    let instance = handler.pre.instantiate_async(&mut *store).await?;
+    let job = WitJob {
+        id: job.id.clone(),
+        name: job.handler.clone(),
+        queue: job.queue.clone(),
+        payload: job.payload.clone(),
+        attempt: job.attempt,
+        max_attempts: job.max_attempts,
+    };
+    instance.call_handle(&mut *store, &job).await
+}
+
+fn classify(
+    result: wasmtime::Result<Result<Vec<u8>, JobError>>,
+    memory_hit: bool,
+    journal: &Journal,
+    max_result: usize,
+) -> Outcome {
+    let error = match result {
+        Ok(Ok(bytes)) if bytes.len() > max_result => {
+            return Outcome::Error {
+                kind: ErrorKind::Fatal,
+                message: format!(
+                    "result of {} bytes exceeds the cap of {max_result} bytes",
+                    bytes.len()
+                ),
+            };
+        }
+        Ok(Ok(bytes)) => return Outcome::Ok(bytes),
+        Ok(Err(JobError::Retry(info))) => {
+            return Outcome::Error {
+                kind: ErrorKind::Retry {
+                    delay: info.delay_ms.map(Duration::from_millis),
+                },
+                message: info.message,
+            };
+        }
+        Ok(Err(JobError::Fatal(message))) => {
+            return Outcome::Error {
+                kind: ErrorKind::Fatal,
+                message,
+            };
+        }
+        Err(error) => error,
+    };
+    match error.downcast_ref::<Interrupt>() {
+        Some(Interrupt::Timeout) => return Outcome::Timeout,
+        Some(Interrupt::Cancelled) => return Outcome::Cancelled,
+        None => {}
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => return Outcome::OutOfFuel,
+        Some(Trap::Interrupt) => return Outcome::Timeout,
+        _ => {}
+    }
+    if memory_hit {
+        return Outcome::MemoryLimit;
+    }
+    if let Some(message) = panic_message(&journal.stderr_tail()) {
+        return Outcome::Panic { message };
+    }
+    Outcome::Trap {
+        message: trap_message(&error),
+        backtrace: error
+            .downcast_ref::<WasmBacktrace>()
+            .map(|trace| trace.to_string()),
+    }
+}
+
+fn trap_message(error: &wasmtime::Error) -> String {
+    match error.downcast_ref::<Trap>() {
+        Some(trap) => trap.to_string(),
+        None => format!("{error:#}"),
+    }
+}
+
+/// Finds the message of a Rust panic (`panicked at FILE:LINE:COL:\nMESSAGE`) in stderr.
+fn panic_message(stderr: &str) -> Option<String> {
+    let start = stderr.rfind("panicked at ")?;
+    let rest = &stderr[start + "panicked at ".len()..];
+    let (location, after) = rest.split_once('\n').unwrap_or((rest, ""));
+    let message: Vec<&str> = after
+        .lines()
+        .take_while(|line| !line.starts_with("note: "))
+        .collect();
+    let location = location.trim_end_matches(':');
+    match message.join("\n").trim() {
+        "" => Some(location.to_owned()),
+        text => Some(format!("{text} (at {location})")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::panic_message;
+
+    #[test]
+    fn panic_message_is_taken_from_stderr() {
+        let stderr = "starting\n\nthread '<unnamed>' panicked at src/lib.rs:9:5:\nboom here\nnote: run with `RUST_BACKTRACE=1`\n";
+        assert_eq!(
+            panic_message(stderr).as_deref(),
+            Some("boom here (at src/lib.rs:9:5)")
+        );
+        assert_eq!(panic_message("just an error\n"), None);
+    }
+}
