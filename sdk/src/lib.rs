@@ -98,7 +98,7 @@ macro_rules! export {
                 }
             }
 
-            $crate::bindings::export!(KilnExport with_types_in $crate::bindings);
+            $crate::bindings::export! { KilnExport with_types_in $crate::bindings }
         };
     };
 }
