@@ -1,1 +1,5 @@
-//! Kiln integration tests.
+//! Kiln's integration tests: one binary, one module per area, shared helpers in `util`.
+
+mod registry;
+mod sandbox;
+mod util;

@@ -25,7 +25,12 @@ pub const EXIT_USAGE: u8 = 2;
 #[command(name = "kiln", version)]
 pub struct Cli {
     /// Configuration file.
-    #[arg(long, global = true, env = "KILN_CONFIG", default_value = "config.toml")]
+    #[arg(
+        long,
+        global = true,
+        env = "KILN_CONFIG",
+        default_value = "config.toml"
+    )]
     pub config: PathBuf,
     #[command(subcommand)]
     pub command: Command,
@@ -115,8 +120,14 @@ fn check_report(runtime: &Runtime, file: &Path) -> CheckReport {
     };
     let engine = runtime.engine();
     let ty = component.component_type();
-    report.imports = ty.imports(engine).map(|(n, item)| item_line(n, &item.ty)).collect();
-    report.exports = ty.exports(engine).map(|(n, item)| item_line(n, &item.ty)).collect();
+    report.imports = ty
+        .imports(engine)
+        .map(|(n, item)| item_line(n, &item.ty))
+        .collect();
+    report.exports = ty
+        .exports(engine)
+        .map(|(n, item)| item_line(n, &item.ty))
+        .collect();
     match runtime.pre_instantiate(&component, &name) {
         Ok(_) => report.valid = true,
         Err(error) => report.error = Some(describe(&error)),
@@ -188,14 +199,19 @@ async fn handlers(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
             error: None,
         })
         .collect();
-    rows.extend(registry.errors().into_iter().map(|(name, error)| HandlerRow {
-        name,
-        digest: None,
-        size: None,
-        load_ms: None,
-        source: None,
-        error: Some(error),
-    }));
+    rows.extend(
+        registry
+            .errors()
+            .into_iter()
+            .map(|(name, error)| HandlerRow {
+                name,
+                digest: None,
+                size: None,
+                load_ms: None,
+                source: None,
+                error: Some(error),
+            }),
+    );
     rows.sort_by(|a, b| a.name.cmp(&b.name));
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -207,7 +223,10 @@ async fn handlers(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
 
 fn print_handlers(dir: &Path, rows: &[HandlerRow]) {
     println!("handlers in {}", dir.display());
-    println!("{:<16} {:<14} {:>10} {:>10}  {}", "NAME", "DIGEST", "SIZE", "LOAD ms", "FROM");
+    println!(
+        "{:<16} {:<14} {:>10} {:>10}  {}",
+        "NAME", "DIGEST", "SIZE", "LOAD ms", "FROM"
+    );
     for row in rows {
         match &row.error {
             Some(error) => println!("{:<16} error: {error}", row.name),

@@ -82,7 +82,9 @@ impl Runtime {
         let settings_hash = format!("{:016x}", hasher.finish());
         Ok(Runtime {
             slots: Arc::new(Semaphore::new(settings.max_instances as usize)),
-            ticker: Ticker::start(engine.clone()).map_err(wasmtime::Error::from).context("failed to start the epoch ticker")?,
+            ticker: Ticker::start(engine.clone())
+                .map_err(wasmtime::Error::from)
+                .context("failed to start the epoch ticker")?,
             engine,
             linker,
             settings,

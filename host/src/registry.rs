@@ -103,8 +103,10 @@ pub fn handler_name(path: &Path) -> Option<String> {
 }
 
 fn display_file(path: &Path) -> String {
-    path.file_name()
-        .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into())
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into(),
+    )
 }
 
 /// Hex SHA-256 of some bytes.
@@ -151,10 +153,7 @@ impl Runtime {
             file: file.to_owned(),
             reason: format!("{error:#}"),
         };
-        let pre = self
-            .linker
-            .instantiate_pre(component)
-            .map_err(contract)?;
+        let pre = self.linker.instantiate_pre(component).map_err(contract)?;
         HandlerPre::new(pre).map_err(contract)
     }
 
@@ -323,9 +322,8 @@ impl Registry {
         let runtime = self.runtime.clone();
         let cache_dir = self.cache_dir.clone();
         let owned = path.clone();
-        let task = tokio::task::spawn_blocking(move || {
-            runtime.load_handler(&owned, cache_dir.as_deref())
-        });
+        let task =
+            tokio::task::spawn_blocking(move || runtime.load_handler(&owned, cache_dir.as_deref()));
         (path, task)
     }
 
@@ -373,7 +371,10 @@ impl Registry {
             handler = %name, %digest, source = ?loaded.source, took = ?loaded.took,
             "handler loaded"
         );
-        let mut handlers = self.handlers.write().unwrap_or_else(PoisonError::into_inner);
+        let mut handlers = self
+            .handlers
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         match handlers.insert(name.clone(), Arc::new(loaded)) {
             Some(_) => Change::Replaced { name, digest },
             None => Change::Added { name, digest },

@@ -37,8 +37,8 @@ impl Watcher {
     /// Starts watching the registry's directory.
     pub fn start(registry: Arc<Registry>) -> notify::Result<Watcher> {
         let (events, receiver) = mpsc::unbounded_channel();
-        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            match event {
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
                 Ok(event) => {
                     let Some(quiet) = quiet_time(&event.kind) else {
                         return;
@@ -50,8 +50,7 @@ impl Watcher {
                     }
                 }
                 Err(error) => tracing::warn!("handler directory watch error: {error}"),
-            }
-        })?;
+            })?;
         watcher.watch(registry.dir(), RecursiveMode::NonRecursive)?;
         let (changes, _) = broadcast::channel(1024);
         let task = tokio::spawn(debounce_loop(registry, receiver, changes.clone()));

@@ -168,22 +168,29 @@ impl Runtime {
         let journal = Arc::new(Journal::new(&job.id, &job.handler, limits.max_log));
         let started = Instant::now();
         let deadline = started + limits.timeout;
-        let (result, fuel_used, memory_hit) =
-            match self.new_store(job, limits, grants, hooks, journal.clone(), deadline, cancel) {
-                Ok(mut store) => {
-                    let call = call_handle(&mut store, handler, job);
-                    let result = tokio::select! {
-                        result = tokio::time::timeout_at(deadline.into(), call) => {
-                            result.unwrap_or(Err(Interrupt::Timeout.into()))
-                        }
-                        () = cancel.cancelled() => Err(Interrupt::Cancelled.into()),
-                    };
-                    let budget = limits.fuel.unwrap_or(u64::MAX);
-                    let fuel_used = budget - store.get_fuel().unwrap_or(budget);
-                    (result, fuel_used, store.data().limiter.hit)
-                }
-                Err(error) => (Err(error), 0, false),
-            };
+        let (result, fuel_used, memory_hit) = match self.new_store(
+            job,
+            limits,
+            grants,
+            hooks,
+            journal.clone(),
+            deadline,
+            cancel,
+        ) {
+            Ok(mut store) => {
+                let call = call_handle(&mut store, handler, job);
+                let result = tokio::select! {
+                    result = tokio::time::timeout_at(deadline.into(), call) => {
+                        result.unwrap_or(Err(Interrupt::Timeout.into()))
+                    }
+                    () = cancel.cancelled() => Err(Interrupt::Cancelled.into()),
+                };
+                let budget = limits.fuel.unwrap_or(u64::MAX);
+                let fuel_used = budget - store.get_fuel().unwrap_or(budget);
+                (result, fuel_used, store.data().limiter.hit)
+            }
+            Err(error) => (Err(error), 0, false),
+        };
         let wall = started.elapsed();
         let outcome = classify(result, memory_hit, &journal, limits.max_result);
         let (log, log_truncated) = journal.finish();
@@ -211,7 +218,14 @@ impl Runtime {
         let wasi = wasi_ctx(grants, &journal)?;
         let max_payload = limits.max_result;
         let limiter = MemoryLimiter::new(limits.memory);
-        let ctx = JobCtx::new(wasi, limiter, journal, hooks, (&job.id, &job.queue), max_payload);
+        let ctx = JobCtx::new(
+            wasi,
+            limiter,
+            journal,
+            hooks,
+            (&job.id, &job.queue),
+            max_payload,
+        );
         let mut store = Store::new(&self.engine, ctx);
         store.limiter(|ctx| &mut ctx.limiter);
         store.set_fuel(limits.fuel.unwrap_or(u64::MAX))?;

@@ -1,0 +1,107 @@
+//! Shared helpers of the integration tests: building the guest handlers once, a runtime
+//! sized for tests, and shortcuts for running one attempt.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Once};
+
+use kiln::registry::LoadedHandler;
+use kiln::{Attempt, Grants, JobHooks, JobInput, JobLimits, Runtime, RuntimeSettings};
+use tokio_util::sync::CancellationToken;
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_owned()
+}
+
+/// The directory holding every built guest (`target/guests`), building them on first use.
+pub fn guests() -> PathBuf {
+    static BUILD: Once = Once::new();
+    BUILD.call_once(|| {
+        let status = Command::new("bash")
+            .arg(root().join("guests/build.sh"))
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("running guests/build.sh");
+        assert!(status.success(), "guests/build.sh failed");
+    });
+    root().join("target/guests")
+}
+
+/// The built `.wasm` of guest `name`.
+pub fn guest(name: &str) -> PathBuf {
+    guests().join(format!("{name}.wasm"))
+}
+
+/// A runtime sized for tests.
+pub fn runtime() -> Arc<Runtime> {
+    Arc::new(
+        Runtime::new(RuntimeSettings {
+            max_instances: 16,
+            max_memory: 128 << 20,
+            pooling: true,
+        })
+        .expect("runtime starts"),
+    )
+}
+
+/// Loads guest `name` without a cache.
+pub fn load(runtime: &Runtime, name: &str) -> LoadedHandler {
+    runtime
+        .load_handler(&guest(name), None)
+        .unwrap_or_else(|e| panic!("loading {name}: {e}"))
+}
+
+/// A first attempt of a job for `handler` with `payload`.
+pub fn job(handler: &str, payload: &[u8]) -> JobInput {
+    JobInput {
+        id: format!("test-{handler}"),
+        handler: handler.into(),
+        queue: "default".into(),
+        payload: payload.to_vec(),
+        attempt: 1,
+        max_attempts: 3,
+    }
+}
+
+/// Runs one attempt with no hooks and no grants.
+pub async fn run(
+    runtime: &Runtime,
+    handler: &LoadedHandler,
+    job: &JobInput,
+    limits: &JobLimits,
+) -> Attempt {
+    runtime
+        .run(
+            handler,
+            job,
+            limits,
+            &Grants::default(),
+            JobHooks::default(),
+            &CancellationToken::new(),
+        )
+        .await
+}
+
+/// Copies `file` to `dir/name` by writing a temporary file and renaming it.
+pub fn install(file: &Path, dir: &Path, name: &str) {
+    let temp = dir.join(format!(".{name}.partial"));
+    std::fs::copy(file, &temp).expect("copy handler");
+    std::fs::rename(&temp, dir.join(name)).expect("rename handler");
+}
+
+/// `bytes` with a custom section appended: the same component, a different digest.
+pub fn variant(bytes: &[u8], n: u32) -> Vec<u8> {
+    let name = b"kiln-test-variant";
+    let body_len = 1 + name.len() + 4;
+    let mut out = bytes.to_vec();
+    out.push(0); // custom section id
+    out.push(u8::try_from(body_len).expect("small section"));
+    out.push(u8::try_from(name.len()).expect("short name"));
+    out.extend_from_slice(name);
+    out.extend_from_slice(&n.to_le_bytes());
+    out
+}
