@@ -2,3 +2,5 @@
 //!
 //! Layout:
 //! - `bindings`: the only `bindgen!` of the `kiln:handler` world.
+
+pub mod store;
