@@ -8,6 +8,7 @@
 //! - `sandbox`: one attempt in a fresh store, and how it ended ([`Outcome`]).
 //! - `registry`: handler name -> loaded version; compiling and the artifact cache.
 //! - `reload`: the watcher that keeps the registry in step with the handlers directory.
+//! - `store`: the `JobStore` contract and its embedded (SQLite) implementation.
 //! - `cli`: the `kiln` command line.
 //! - `logging`: where the binary's `tracing` output goes.
 
@@ -20,6 +21,7 @@ pub mod logging;
 pub mod registry;
 pub mod reload;
 pub mod sandbox;
+pub mod store;
 
 pub use engine::{Runtime, RuntimeSettings};
 pub use host_api::{ChildEnqueuer, ChildRequest, JobHooks, LogLine, LogSource};
