@@ -1,1 +1,2 @@
 //! Kiln integration tests.
+mod config;
