@@ -149,7 +149,19 @@ fn wrong_types_name_key_and_line() {
         "[host]\nconcurrency = \"many\"\n",
         "host.concurrency",
         2,
-        "invalid type",
+        "expected an integer",
+    );
+    assert_rejected(
+        "[queues]\ndefault = 3\n",
+        "queues.default",
+        2,
+        "expected a table",
+    );
+    assert_rejected(
+        "[store]\nnodes = \"redis://a:1\"\n",
+        "store.nodes",
+        2,
+        "expected an array",
     );
 }
 
@@ -525,4 +537,42 @@ fn backoff_doubles_caps_and_jitters() {
             "jitter never exceeds max"
         );
     }
+}
+
+#[test]
+fn env_values_may_be_toml_arrays_or_strings() {
+    let vars = env(&[(
+        "KILN_STORE__NODES",
+        r#"["redis://a:7000", "redis://b:7001"]"#,
+    )]);
+    let config = Config::from_toml_str("", Path::new(ORIGIN), vars).unwrap();
+    assert_eq!(
+        config.store,
+        StoreConfig::Redis(RedisTarget::Cluster(vec![
+            "redis://a:7000".into(),
+            "redis://b:7001".into()
+        ]))
+    );
+
+    let vars = env(&[("KILN_STORE__NODES", r#"["redis://a:7000", "tcp://b"]"#)]);
+    let err = Config::from_toml_str("\n\n", Path::new(ORIGIN), vars).unwrap_err();
+    assert_eq!(err.key(), Some("store.nodes"), "{err}");
+    assert!(err.to_string().contains("`KILN_STORE__NODES`"), "{err}");
+
+    let vars = env(&[("KILN_HANDLERS__X__QUEUE", r#""default""#)]);
+    let config = Config::from_toml_str("", Path::new(ORIGIN), vars).unwrap();
+    assert_eq!(
+        config.queue_for("x"),
+        DEFAULT_QUEUE,
+        "a quoted value is a TOML string"
+    );
+}
+
+#[test]
+fn missing_file_is_a_read_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("absent.toml");
+    let err = Config::load(&path).unwrap_err();
+    assert!(matches!(err, ConfigError::Read { .. }), "{err}");
+    assert!(err.to_string().contains("absent.toml"), "{err}");
 }

@@ -14,16 +14,22 @@ pub enum ConfigError {
     /// The file could not be read.
     #[error("failed to read config file `{}`", path.display())]
     Read {
+        /// The file that was asked for.
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
     /// The file is not valid TOML.
     #[error("invalid TOML {at}: {message}")]
-    Syntax { at: Location, message: String },
+    Syntax {
+        at: Location,
+        /// The TOML parser's description of the problem.
+        message: String,
+    },
     /// A key Kiln does not know, in the file or named by a `KILN_*` variable.
     #[error("unknown key `{key}` {at}{}", expected.as_deref().map(|e| format!(" ({e})")).unwrap_or_default())]
     UnknownKey {
+        /// The dotted path of the key, e.g. `queues.images.concurency`.
         key: String,
         at: Location,
         /// The keys that would have been accepted there, as a phrase.
@@ -32,8 +38,10 @@ pub enum ConfigError {
     /// A known key with a value Kiln cannot use.
     #[error("invalid `{key}` {at}: {reason}")]
     Invalid {
+        /// The dotted path of the key, e.g. `host.concurrency`.
         key: String,
         at: Location,
+        /// What is wrong with the value, e.g. "0 is less than 1".
         reason: String,
     },
 }
@@ -70,9 +78,17 @@ impl ConfigError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
     /// Written in the config file at this 1-based line.
-    File { path: PathBuf, line: usize },
+    File {
+        /// The config file.
+        path: PathBuf,
+        /// 1-based line number of the key or value.
+        line: usize,
+    },
     /// Set by an environment override such as `KILN_HOST__CONCURRENCY`.
-    Env { var: String },
+    Env {
+        /// The variable's name, e.g. `KILN_HOST__CONCURRENCY`.
+        var: String,
+    },
 }
 
 impl fmt::Display for Location {
@@ -162,9 +178,31 @@ impl<'a> Origins<'a> {
             None => ConfigError::Invalid {
                 key,
                 at,
-                reason: message.to_owned(),
+                reason: plain_types(message),
             },
         }
+    }
+}
+
+/// serde's type-mismatch message with Rust type names replaced by TOML ones.
+fn plain_types(message: &str) -> String {
+    [
+        ("expected i64", "expected an integer"),
+        ("expected f64", "expected a number"),
+        ("expected a sequence", "expected an array"),
+        ("expected a map", "expected a table"),
+    ]
+    .iter()
+    .fold(raw_struct_to_table(message), |m, (rust, toml)| {
+        m.replace(rust, toml)
+    })
+}
+
+/// "expected struct RawQueue" names a Rust type; the user wrote TOML, where it is a table.
+fn raw_struct_to_table(message: &str) -> String {
+    match message.find("expected struct ") {
+        Some(at) => format!("{}expected a table", &message[..at]),
+        None => message.to_owned(),
     }
 }
 

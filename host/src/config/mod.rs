@@ -107,6 +107,7 @@ pub struct HostConfig {
 pub enum StoreConfig {
     /// One SQLite file, shared by the host and the CLI on this machine.
     Embedded {
+        /// The database file; created if missing.
         path: PathBuf,
         durability: Durability,
     },
@@ -141,8 +142,8 @@ pub struct QueueConfig {
     pub concurrency: usize,
     /// Priority given to jobs enqueued on this queue without an explicit one; higher runs first.
     pub priority: i32,
-    /// A paused queue accepts jobs but runs none until resumed. This is the state at startup;
-    /// `kiln pause`/`kiln resume` change it in the store.
+    /// Whether the queue is configured paused: it accepts jobs but runs none.
+    /// `kiln pause`/`kiln resume` change a queue's state at run time.
     pub paused: bool,
     /// How long finished jobs of this queue are kept.
     pub retention: Retention,
@@ -198,7 +199,9 @@ pub struct JobSettings {
 /// by up to `jitter` (a fraction) at random so jobs that failed together do not retry together.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Backoff {
+    /// Delay before the first retry.
     pub initial: Duration,
+    /// No delay is longer than this, however many attempts have failed.
     pub max: Duration,
     /// In `0.0..=1.0`; 0 retries at exactly the computed delay.
     pub jitter: f64,
@@ -231,7 +234,9 @@ impl Backoff {
 /// deleted so the store does not grow without bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {
+    /// Jobs that succeeded; usually only kept for inspection, so kept briefly.
     pub succeeded: Keep,
+    /// Jobs that failed for good (the dead letters); kept longer so they can be retried.
     pub failed: Keep,
 }
 
@@ -239,7 +244,9 @@ pub struct Retention {
 /// older than `age`, whichever comes first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Keep {
+    /// How many of the newest finished jobs are kept at most.
     pub count: u64,
+    /// How long after finishing a job is kept at most.
     pub age: Duration,
 }
 
