@@ -1,5 +1,7 @@
 //! Kiln's integration tests: one binary, one module per area, shared helpers in `util`.
 
+mod config;
 mod registry;
 mod sandbox;
+mod store;
 mod util;

@@ -9,11 +9,13 @@
 //! - `registry`: handler name -> loaded version; compiling and the artifact cache.
 //! - `reload`: the watcher that keeps the registry in step with the handlers directory.
 //! - `store`: the `JobStore` contract and its embedded (SQLite) implementation.
+//! - `config`: `config.toml` (raw TOML -> validated `Config`, env overrides).
 //! - `cli`: the `kiln` command line.
 //! - `logging`: where the binary's `tracing` output goes.
 
 pub mod bindings;
 pub mod cli;
+pub mod config;
 pub mod engine;
 pub mod host_api;
 pub mod limits;
