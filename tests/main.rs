@@ -3,5 +3,4 @@
 mod config;
 mod registry;
 mod sandbox;
-mod store;
 mod util;

@@ -24,6 +24,7 @@ pub mod registry;
 pub mod reload;
 pub mod sandbox;
 pub mod store;
+pub mod worker;
 
 pub use engine::{Runtime, RuntimeSettings};
 pub use host_api::{ChildEnqueuer, ChildRequest, JobHooks, LogLine, LogSource};
