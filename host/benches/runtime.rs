@@ -17,7 +17,10 @@ const CALLS: usize = 20_000;
 const THROUGHPUT_WINDOW: Duration = Duration::from_secs(3);
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
 }
 
 fn guest(name: &str) -> PathBuf {
@@ -46,7 +49,14 @@ async fn latency(runtime: &Runtime) -> (Duration, Duration) {
     for _ in 0..CALLS {
         let started = Instant::now();
         let attempt = runtime
-            .run(&echo, &job, &limits, &Grants::default(), JobHooks::default(), &cancel)
+            .run(
+                &echo,
+                &job,
+                &limits,
+                &Grants::default(),
+                JobHooks::default(),
+                &cancel,
+            )
             .await;
         times.push(started.elapsed());
         assert!(matches!(attempt.outcome, kiln::Outcome::Ok(_)));
@@ -66,7 +76,14 @@ async fn throughput(runtime: Arc<Runtime>, tasks: usize) -> f64 {
             let mut calls = 0u64;
             while started.elapsed() < THROUGHPUT_WINDOW {
                 runtime
-                    .run(&echo, &job, &limits, &Grants::default(), JobHooks::default(), &cancel)
+                    .run(
+                        &echo,
+                        &job,
+                        &limits,
+                        &Grants::default(),
+                        JobHooks::default(),
+                        &cancel,
+                    )
                     .await;
                 calls += 1;
             }
@@ -142,7 +159,11 @@ async fn warm_start(handlers: usize) -> Duration {
         std::fs::write(dir.path().join(format!("h{n}.wasm")), version).unwrap();
     }
     let runtime = Arc::new(Runtime::new(settings(true)).unwrap());
-    let cold = Registry::new(runtime.clone(), dir.path().into(), Some(cache.path().into()));
+    let cold = Registry::new(
+        runtime.clone(),
+        dir.path().into(),
+        Some(cache.path().into()),
+    );
     cold.load_all().await.unwrap();
     let warm = Registry::new(runtime, dir.path().into(), Some(cache.path().into()));
     let started = Instant::now();
@@ -154,10 +175,16 @@ async fn warm_start(handlers: usize) -> Duration {
 
 fn main() {
     if !guest("echo").exists() || !guest("big").exists() {
-        let status = Command::new("bash").arg(root().join("guests/build.sh")).status().unwrap();
+        let status = Command::new("bash")
+            .arg(root().join("guests/build.sh"))
+            .status()
+            .unwrap();
         assert!(status.success());
     }
-    let one = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let one = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let two = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -179,5 +206,8 @@ fn main() {
         let (size, p50) = two.block_on(reload_latency(name, 10));
         println!("reload latency, {name} ({size} bytes): median {p50:?} (write -> serving)");
     }
-    println!("warm start, 50 handlers from the cache: {:?}", two.block_on(warm_start(50)));
+    println!(
+        "warm start, 50 handlers from the cache: {:?}",
+        two.block_on(warm_start(50))
+    );
 }

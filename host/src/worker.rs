@@ -25,7 +25,7 @@ use crate::limits::JobLimits;
 use crate::registry::Registry;
 use crate::sandbox::{Attempt, ErrorKind, Grants, JobInput, Outcome};
 use crate::store::{
-    AttemptRecord, Job, JobStore, NewJob, OutcomeClass, Progress, Settlement, SettleAction,
+    AttemptRecord, Job, JobStore, NewJob, OutcomeClass, Progress, SettleAction, Settlement,
     Timestamp,
 };
 
@@ -169,17 +169,18 @@ impl<S: JobStore + 'static> Worker<S> {
                 Some(_) = jobs.join_next(), if !jobs.is_empty() => {}
             }
         }
-        tracing::info!(running = jobs.len(), "shutting down: no new jobs are claimed");
+        tracing::info!(
+            running = jobs.len(),
+            "shutting down: no new jobs are claimed"
+        );
         stop_claiming.cancel();
         while loops.join_next().await.is_some() {}
         while let Ok(job) = jobs_rx.try_recv() {
             jobs.spawn(job);
         }
         let grace = shared.config.host.shutdown_grace;
-        let drained = tokio::time::timeout(grace, async {
-            while jobs.join_next().await.is_some() {}
-        })
-        .await;
+        let drained =
+            tokio::time::timeout(grace, async { while jobs.join_next().await.is_some() {} }).await;
         if drained.is_err() {
             let running: Vec<_> = lock(&shared.running).values().cloned().collect();
             tracing::warn!(
@@ -344,13 +345,27 @@ async fn run_job<S: JobStore + 'static>(shared: Arc<Shared<S>>, job: Job, _permi
     };
     let runtime = shared.registry.runtime();
     let attempt = runtime
-        .run(&handler, &input, &limits(&settings), &grants(&settings), hooks, &running.cancel)
+        .run(
+            &handler,
+            &input,
+            &limits(&settings),
+            &grants(&settings),
+            hooks,
+            &running.cancel,
+        )
         .await;
     let _ = progress_task.await;
     lock(&shared.running).remove(&job.id);
     let ended_at = shared.clock.now();
     log_attempt(&job, &attempt);
-    if let Some(settlement) = settle_attempt(&job, &settings, attempt, running.reason(), (started_at, ended_at), &shared) {
+    if let Some(settlement) = settle_attempt(
+        &job,
+        &settings,
+        attempt,
+        running.reason(),
+        (started_at, ended_at),
+        &shared,
+    ) {
         let _ = shared.settle.send(settlement);
     }
 }
@@ -359,8 +374,12 @@ fn log_attempt(job: &Job, attempt: &Attempt) {
     let outcome = attempt.outcome.class();
     let (id, handler) = (&job.id, &job.handler);
     match attempt.outcome.message() {
-        None => tracing::info!(job = %id, %handler, attempt = job.attempts, wall = ?attempt.wall, "job succeeded"),
-        Some(message) => tracing::warn!(job = %id, %handler, attempt = job.attempts, %outcome, "attempt failed: {message}"),
+        None => {
+            tracing::info!(job = %id, %handler, attempt = job.attempts, wall = ?attempt.wall, "job succeeded")
+        }
+        Some(message) => {
+            tracing::warn!(job = %id, %handler, attempt = job.attempts, %outcome, "attempt failed: {message}")
+        }
     }
 }
 
@@ -502,7 +521,11 @@ fn progress_writer<S: JobStore + 'static>(
                 continue;
             };
             let now = shared.clock.now();
-            if let Err(error) = shared.store.progress(&id, &shared.owner, progress, now).await {
+            if let Err(error) = shared
+                .store
+                .progress(&id, &shared.owner, progress, now)
+                .await
+            {
                 tracing::debug!(job = %id, "progress not recorded: {error}");
             }
         }
@@ -594,7 +617,10 @@ async fn settler<S: JobStore>(
             }
             Err(error) => {
                 failures += 1;
-                tracing::warn!(jobs = batch.len(), "failed to settle jobs, will retry: {error}");
+                tracing::warn!(
+                    jobs = batch.len(),
+                    "failed to settle jobs, will retry: {error}"
+                );
                 tokio::time::sleep(store_backoff(failures)).await;
             }
         }

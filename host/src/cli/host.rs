@@ -58,7 +58,9 @@ async fn shutdown_signal() {
     tracing::info!("signal received: finishing running jobs (signal again to exit now)");
     tokio::spawn(async {
         signal().await;
-        tracing::warn!("second signal: exiting now; unfinished jobs return when their leases expire");
+        tracing::warn!(
+            "second signal: exiting now; unfinished jobs return when their leases expire"
+        );
         std::process::exit(EXIT_INTERRUPTED);
     });
 }

@@ -79,9 +79,7 @@ pub async fn run(command: Command, config: &Config) -> anyhow::Result<ExitCode> 
             print_job(&JobView::from(&job), json)?;
         }
         Command::Jobs(args) => list(&store, args).await?,
-        Command::Retry {
-            id, queue, ..
-        } => {
+        Command::Retry { id, queue, .. } => {
             let target = match id {
                 Some(id) => RetryTarget::One(id),
                 None => RetryTarget::AllFailed { queue },
@@ -163,9 +161,8 @@ pub fn new_job(config: &Config, args: &EnqueueArgs, now: Timestamp) -> anyhow::R
             Some(now + delay)
         }
         (None, Some(at)) => {
-            let at = chrono::DateTime::parse_from_rfc3339(at).map_err(|e| {
-                UsageError(format!("--at `{at}` is not an RFC 3339 time: {e}"))
-            })?;
+            let at = chrono::DateTime::parse_from_rfc3339(at)
+                .map_err(|e| UsageError(format!("--at `{at}` is not an RFC 3339 time: {e}")))?;
             Some(Timestamp(at.timestamp_millis()))
         }
         (None, None) => None,
@@ -196,7 +193,10 @@ async fn enqueue(store: &AnyStore, config: &Config, args: EnqueueArgs) -> anyhow
     let now = Timestamp::now();
     let job = new_job(config, &args, now)?;
     let enqueued = store.enqueue(vec![job], now).await?;
-    let enqueued = enqueued.into_iter().next().context("the job store returned no id")?;
+    let enqueued = enqueued
+        .into_iter()
+        .next()
+        .context("the job store returned no id")?;
     if !args.wait {
         if args.json {
             println!("{}", serde_json::to_string(&enqueued)?);
@@ -299,8 +299,14 @@ fn print_job(view: &JobView<'_>, json: bool) -> anyhow::Result<()> {
     }
     let job = view.job;
     println!("job       {}", job.id);
-    println!("handler   {}  queue {}  priority {}", job.handler, job.queue, job.priority);
-    println!("state     {}  attempts {}/{}", job.state, job.attempts, job.max_attempts);
+    println!(
+        "handler   {}  queue {}  priority {}",
+        job.handler, job.queue, job.priority
+    );
+    println!(
+        "state     {}  attempts {}/{}",
+        job.state, job.attempts, job.max_attempts
+    );
     println!("run at    {}  created {}", job.run_at, job.created_at);
     if let Some(progress) = &job.progress {
         let note = progress.message.as_deref().unwrap_or("");
@@ -340,7 +346,10 @@ async fn list(store: &AnyStore, args: ListArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&views)?);
         return Ok(());
     }
-    println!("{:<38} {:<12} {:<10} {:<10} {:>8}  ERROR", "ID", "HANDLER", "QUEUE", "STATE", "ATTEMPTS");
+    println!(
+        "{:<38} {:<12} {:<10} {:<10} {:>8}  ERROR",
+        "ID", "HANDLER", "QUEUE", "STATE", "ATTEMPTS"
+    );
     for job in &jobs {
         println!(
             "{:<38} {:<12} {:<10} {:<10} {:>8}  {}",

@@ -16,9 +16,9 @@ use serde::Serialize;
 use wasmtime::component::types::ComponentItem;
 
 use crate::config::{Config, StoreConfig};
-use crate::store::{AnyStore, Durability, EmbeddedStore};
 use crate::engine::{Runtime, RuntimeSettings};
 use crate::registry::{LoadSource, Registry, describe};
+use crate::store::{AnyStore, Durability, EmbeddedStore};
 
 /// Exit code for a failed job (`--wait`) or an invalid handler (`check`).
 pub const EXIT_FAILED: u8 = 1;
@@ -318,7 +318,10 @@ pub fn open_store(config: &Config) -> anyhow::Result<AnyStore> {
         StoreConfig::Embedded { path, durability } => {
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent).with_context(|| {
-                    format!("failed to create job store directory `{}`", parent.display())
+                    format!(
+                        "failed to create job store directory `{}`",
+                        parent.display()
+                    )
                 })?;
             }
             let durability = match durability {
