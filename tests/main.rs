@@ -4,3 +4,4 @@ mod config;
 mod registry;
 mod sandbox;
 mod util;
+mod worker;
