@@ -1,5 +1,6 @@
 //! Kiln's integration tests: one binary, one module per area, shared helpers in `util`.
 
+mod cli;
 mod config;
 mod registry;
 mod sandbox;
