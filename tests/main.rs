@@ -1,1 +1,3 @@
 //! Kiln integration tests.
+
+mod store;
