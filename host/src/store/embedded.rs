@@ -459,6 +459,7 @@ enum Transition {
 }
 
 /// What a held job looks like when a settlement or the reaper decides its fate.
+#[derive(Default)]
 struct Held {
     attempts: u32,
     max_attempts: u32,
@@ -508,31 +509,38 @@ impl Held {
     }
 }
 
-/// Applies `transition` to job `id`, appending `attempt` (JSON) to its history if given.
-/// Returns whether the job went back to scheduled/waiting.
+/// Applies `transition` to job `id` if `owner` still holds it, appending `attempt` (JSON) to
+/// its history if given. Returns whether it was applied.
 fn apply(
     tx: &rusqlite::Transaction<'_>,
     id: &str,
+    owner: &str,
     transition: Transition,
     attempt: Option<&str>,
     now: Timestamp,
 ) -> rusqlite::Result<bool> {
-    match transition {
+    let changed = match transition {
         Transition::Finish {
             state,
             result,
             error,
-        } => {
-            tx.prepare_cached(
+        } => tx
+            .prepare_cached(
                 "UPDATE jobs SET state = ?2, result = ?3, error = ?4, lease_owner = NULL, \
                  lease_expires_at = NULL, updated_at = ?5, finished_at = ?5, \
                  history = CASE WHEN ?6 IS NULL THEN history \
                    ELSE json_insert(history, '$[#]', json(?6)) END \
-                 WHERE id = ?1",
+                 WHERE id = ?1 AND state = 'active' AND lease_owner = ?7",
             )?
-            .execute(params![id, state.as_str(), result, error, now.0, attempt])?;
-            Ok(false)
-        }
+            .execute(params![
+                id,
+                state.as_str(),
+                result,
+                error,
+                now.0,
+                attempt,
+                owner
+            ])?,
         Transition::Requeue { at, error, uncount } => {
             let state = if at > now {
                 JobState::Scheduled
@@ -545,7 +553,7 @@ fn apply(
                  updated_at = ?6, \
                  history = CASE WHEN ?7 IS NULL THEN history \
                    ELSE json_insert(history, '$[#]', json(?7)) END \
-                 WHERE id = ?1",
+                 WHERE id = ?1 AND state = 'active' AND lease_owner = ?8",
             )?
             .execute(params![
                 id,
@@ -554,11 +562,12 @@ fn apply(
                 error,
                 i64::from(uncount),
                 now.0,
-                attempt
-            ])?;
-            Ok(true)
+                attempt,
+                owner
+            ])?
         }
-    }
+    };
+    Ok(changed > 0)
 }
 
 fn attempt_json(id: &str, attempt: &AttemptRecord) -> StoreResult<String> {
@@ -566,6 +575,26 @@ fn attempt_json(id: &str, attempt: &AttemptRecord) -> StoreResult<String> {
         id: id.to_owned(),
         reason: format!("attempt record cannot be encoded: {e}"),
     })
+}
+
+/// The counters of job `id` if it is active under `owner`.
+fn held_by(
+    tx: &rusqlite::Transaction<'_>,
+    id: &str,
+    owner: &str,
+) -> rusqlite::Result<Option<Held>> {
+    tx.prepare_cached(
+        "SELECT attempts, max_attempts, cancel_requested FROM jobs \
+         WHERE id = ?1 AND state = 'active' AND lease_owner = ?2",
+    )?
+    .query_row(params![id, owner], |row| {
+        Ok(Held {
+            attempts: row.get(0)?,
+            max_attempts: row.get(1)?,
+            cancel_requested: row.get(2)?,
+        })
+    })
+    .optional()
 }
 
 /// Settles a batch; returns (stale ids, whether any job was requeued).
@@ -581,34 +610,37 @@ fn settle_batch(
     let mut stale = Vec::new();
     let mut requeued = false;
     for settlement in batch {
-        let held = tx
-            .prepare_cached(
-                "SELECT attempts, max_attempts, cancel_requested FROM jobs \
-                 WHERE id = ?1 AND state = 'active' AND lease_owner = ?2",
-            )
-            .and_then(|mut stmt| {
-                stmt.query_row(params![settlement.id, settlement.owner], |row| {
-                    Ok(Held {
-                        attempts: row.get(0)?,
-                        max_attempts: row.get(1)?,
-                        cancel_requested: row.get(2)?,
-                    })
-                })
-                .optional()
-            })
-            .map_err(db(context))?;
-        let Some(held) = held else {
-            stale.push(settlement.id);
-            continue;
+        let Settlement {
+            id,
+            owner,
+            attempt,
+            action,
+        } = settlement;
+        let is_release = matches!(action, SettleAction::Release { .. });
+        let held = if is_release || matches!(action, SettleAction::Retry { .. }) {
+            match held_by(&tx, &id, &owner).map_err(db(context))? {
+                Some(held) => held,
+                None => {
+                    stale.push(id);
+                    continue;
+                }
+            }
+        } else {
+            // Succeed, Fail and Cancel do not depend on the job's counters; `apply` checks
+            // the lease, which saves a query per job on the hot path.
+            Held::default()
         };
-        let is_release = matches!(settlement.action, SettleAction::Release { .. });
-        let attempt = match &settlement.attempt {
-            Some(record) if !is_release => Some(attempt_json(&settlement.id, record)?),
+        let record = match &attempt {
+            Some(record) if !is_release => Some(attempt_json(&id, record)?),
             _ => None,
         };
-        let transition = held.transition(settlement.action);
-        requeued |=
-            apply(&tx, &settlement.id, transition, attempt.as_deref(), now).map_err(db(context))?;
+        let transition = held.transition(action);
+        let requeues = matches!(transition, Transition::Requeue { .. });
+        if apply(&tx, &id, &owner, transition, record.as_deref(), now).map_err(db(context))? {
+            requeued |= requeues;
+        } else {
+            stale.push(id);
+        }
     }
     tx.commit().map_err(db(context))?;
     Ok((stale, requeued))
@@ -669,7 +701,8 @@ fn recover_expired(conn: &mut Connection, now: Timestamp) -> StoreResult<usize> 
             })
         };
         let json = attempt_json(id, &record)?;
-        apply(&tx, id, transition, Some(&json), now).map_err(db(context))?;
+        let owner = owner.as_deref().unwrap_or_default();
+        apply(&tx, id, owner, transition, Some(&json), now).map_err(db(context))?;
     }
     tx.prepare_cached(
         "UPDATE jobs SET state = 'waiting', updated_at = ?1 \
