@@ -9,8 +9,8 @@
 //! SQLite's file locks, waiting up to `BUSY_TIMEOUT` for the write lock.
 //!
 //! Layout: the `jobs` table holds one row per job, with its attempt history as a JSON array
-//! appended in SQL (`json_insert`) so settling never parses it; `queues` holds paused queues.
-//! `seq` (the rowid) is the enqueue order and the FIFO tie-breaker. Writes that change many
+//! appended in SQL (`json_insert`) so settling never parses it; `paused_queues` lists paused
+//! queues. `seq` (the rowid) is the enqueue order and the FIFO tie-breaker. Writes that change many
 //! jobs (`claim`, `settle`, `enqueue`) take the write lock up front (`BEGIN IMMEDIATE`) and
 //! handle the whole batch in one transaction with cached prepared statements.
 //!
@@ -106,13 +106,17 @@ CREATE TABLE jobs (
     finished_at INTEGER,
     history TEXT NOT NULL DEFAULT '[]'
 );
+-- claim: ready jobs of a queue in claim order; rows leave it when claimed.
 CREATE INDEX jobs_ready ON jobs (queue, priority DESC, run_at, seq)
     WHERE state IN ('scheduled', 'waiting');
+-- next_run_at: the earliest delayed job of a queue.
 CREATE INDEX jobs_due ON jobs (queue, run_at) WHERE state = 'scheduled';
-CREATE INDEX jobs_leases ON jobs (lease_expires_at) WHERE state = 'active';
+-- enqueue: is an unfinished job with this key there?
 CREATE INDEX jobs_unique ON jobs (unique_key)
     WHERE unique_key IS NOT NULL AND state IN ('scheduled', 'waiting', 'active');
-CREATE INDEX jobs_queue_state ON jobs (queue, state);
+-- counts (covering), recover (active jobs), wait, clear, retry_failed, list by state.
+CREATE INDEX jobs_state ON jobs (state, queue);
+-- prune by age and by count.
 CREATE INDEX jobs_finished ON jobs (state, finished_at) WHERE finished_at IS NOT NULL;
 CREATE TABLE paused_queues (name TEXT PRIMARY KEY) WITHOUT ROWID;
 ";
@@ -917,6 +921,7 @@ fn prune_jobs(conn: &mut Connection, policy: Retention, now: Timestamp) -> Store
             deleted += tx
                 .prepare_cached(
                     "DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs WHERE state = ?1 \
+                     AND finished_at IS NOT NULL \
                      ORDER BY finished_at DESC, seq DESC LIMIT -1 OFFSET ?2)",
                 )
                 .and_then(|mut stmt| stmt.execute(params![state.as_str(), keep]))
