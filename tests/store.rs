@@ -1007,6 +1007,69 @@ mod embedded {
         assert_eq!(job.history[0].outcome, OutcomeClass::Lost);
     }
 
+    /// Where `crash_child` writes; set only when `survives_a_killed_process` runs it.
+    const CRASH_DB: &str = "KILN_TEST_CRASH_DB";
+
+    /// Child half of `survives_a_killed_process`: enqueues and claims, then dies without
+    /// unwinding or closing anything, as under `kill -9`. Ignored so it only runs when the
+    /// parent asks for it.
+    #[tokio::test]
+    #[ignore = "run by survives_a_killed_process in a child process"]
+    async fn crash_child() {
+        // Under `--include-ignored` without the parent there is nothing to crash into.
+        let Some(path) = std::env::var_os(CRASH_DB) else {
+            return;
+        };
+        let store = open(Path::new(&path));
+        for _ in 0..10 {
+            let batch = (0..100).map(|i| job("q", &i.to_string())).collect();
+            store.enqueue(batch, T0).await.unwrap();
+        }
+        assert_eq!(
+            store
+                .claim("q", 10, "doomed", LEASE, T0)
+                .await
+                .unwrap()
+                .len(),
+            10
+        );
+        std::process::abort();
+    }
+
+    #[tokio::test]
+    async fn survives_a_killed_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kiln.db");
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "store::embedded::crash_child",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env(CRASH_DB, &path)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(!status.success(), "the child aborts");
+        let store = open(&path);
+        let counts = store.counts().await.unwrap();
+        assert_eq!(
+            (counts[0].waiting, counts[0].active),
+            (990, 10),
+            "every commit survived"
+        );
+        assert_eq!(store.recover(at(31)).await.unwrap(), 10);
+        assert_eq!(
+            store
+                .claim("q", 2000, "w", LEASE, at(31))
+                .await
+                .unwrap()
+                .len(),
+            1000
+        );
+    }
+
     #[tokio::test]
     async fn refuses_a_newer_schema() {
         let dir = tempfile::tempdir().unwrap();

@@ -227,65 +227,58 @@ fn migrate(conn: &Connection, path: &Path) -> StoreResult<()> {
 
 /// Reads one row selected with `JOB_COLUMNS`, returning its `seq` too.
 fn read_job(row: &Row<'_>) -> StoreResult<(i64, Job)> {
-    let read = db("read a job row");
-    let raw = (|| {
-        Ok::<_, rusqlite::Error>((
-            row.get::<_, i64>(0)?,
-            row.get::<_, String>(6)?,
-            row.get::<_, String>(21)?,
-            row.get::<_, Option<String>>(10)?,
-            row.get::<_, Option<i64>>(11)?,
-            row.get::<_, Option<u8>>(14)?,
-        ))
-    })();
-    let (seq, state, history, owner, expires_at, percent) = raw.map_err(read)?;
-    let id: String = row.get(1).map_err(db("read a job row"))?;
-    let corrupt = |reason: String| StoreError::Corrupt {
-        id: id.clone(),
+    let (seq, mut job, state, history) = read_columns(row).map_err(db("read a job row"))?;
+    let corrupt = |id: &str, reason: String| StoreError::Corrupt {
+        id: id.to_owned(),
         reason,
     };
-    let state: JobState = state
+    job.state = state
         .parse()
-        .map_err(|e: UnknownJobState| corrupt(e.to_string()))?;
-    let history: Vec<AttemptRecord> = serde_json::from_str(&history)
-        .map_err(|e| corrupt(format!("attempt history is not valid json: {e}")))?;
-    let lease = match (owner, expires_at) {
+        .map_err(|e: UnknownJobState| corrupt(&job.id, e.to_string()))?;
+    job.history = serde_json::from_str(&history)
+        .map_err(|e| corrupt(&job.id, format!("attempt history is not valid json: {e}")))?;
+    Ok((seq, job))
+}
+
+/// The row's columns, with the state and the history still as stored text (`read_job`
+/// decodes them, so a bad value is reported as corrupt rather than as a SQLite error).
+fn read_columns(row: &Row<'_>) -> rusqlite::Result<(i64, Job, String, String)> {
+    let lease = match (row.get(10)?, row.get::<_, Option<i64>>(11)?) {
         (Some(owner), Some(at)) => Some(Lease {
             owner,
             expires_at: Timestamp(at),
         }),
         _ => None,
     };
-    let rest = (|| {
-        Ok::<_, rusqlite::Error>(Job {
-            id: id.clone(),
-            handler: row.get(2)?,
-            queue: row.get(3)?,
-            payload: row.get(4)?,
-            priority: row.get(5)?,
-            state,
-            attempts: row.get(7)?,
-            max_attempts: row.get(8)?,
-            run_at: Timestamp(row.get(9)?),
-            lease,
-            result: row.get(12)?,
-            error: row.get(13)?,
-            progress: match percent {
-                Some(percent) => Some(Progress {
-                    percent,
-                    message: row.get(15)?,
-                }),
-                None => None,
-            },
-            unique_key: row.get(16)?,
-            cancel_requested: row.get(17)?,
-            created_at: Timestamp(row.get(18)?),
-            updated_at: Timestamp(row.get(19)?),
-            finished_at: row.get::<_, Option<i64>>(20)?.map(Timestamp),
-            history,
-        })
-    })();
-    Ok((seq, rest.map_err(db("read a job row"))?))
+    let progress = match row.get::<_, Option<u8>>(14)? {
+        Some(percent) => Some(Progress {
+            percent,
+            message: row.get(15)?,
+        }),
+        None => None,
+    };
+    let job = Job {
+        id: row.get(1)?,
+        handler: row.get(2)?,
+        queue: row.get(3)?,
+        payload: row.get(4)?,
+        priority: row.get(5)?,
+        state: JobState::Waiting,
+        attempts: row.get(7)?,
+        max_attempts: row.get(8)?,
+        run_at: Timestamp(row.get(9)?),
+        lease,
+        result: row.get(12)?,
+        error: row.get(13)?,
+        progress,
+        unique_key: row.get(16)?,
+        cancel_requested: row.get(17)?,
+        created_at: Timestamp(row.get(18)?),
+        updated_at: Timestamp(row.get(19)?),
+        finished_at: row.get::<_, Option<i64>>(20)?.map(Timestamp),
+        history: Vec::new(),
+    };
+    Ok((row.get(0)?, job, row.get(6)?, row.get(21)?))
 }
 
 /// Reads every row of a query selecting `JOB_COLUMNS`.
