@@ -4,5 +4,6 @@ mod cli;
 mod config;
 mod registry;
 mod sandbox;
+mod store;
 mod util;
 mod worker;
