@@ -277,8 +277,8 @@ async fn handlers(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
 fn print_handlers(dir: &Path, rows: &[HandlerRow]) {
     println!("handlers in {}", dir.display());
     println!(
-        "{:<16} {:<14} {:>10} {:>10}  {}",
-        "NAME", "DIGEST", "SIZE", "LOAD ms", "FROM"
+        "{:<16} {:<14} {:>10} {:>10}  FROM",
+        "NAME", "DIGEST", "SIZE", "LOAD ms"
     );
     for row in rows {
         match &row.error {
