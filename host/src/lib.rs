@@ -10,6 +10,7 @@
 //! - `reload`: the watcher that keeps the registry in step with the handlers directory.
 //! - `cli`: the `kiln` command line.
 //! - `logging`: where the binary's `tracing` output goes.
+//! - `store`: the `JobStore` trait and its embedded and Redis implementations.
 
 pub mod bindings;
 pub mod cli;
@@ -20,6 +21,7 @@ pub mod logging;
 pub mod registry;
 pub mod reload;
 pub mod sandbox;
+pub mod store;
 
 pub use engine::{Runtime, RuntimeSettings};
 pub use host_api::{ChildEnqueuer, ChildRequest, JobHooks, LogLine, LogSource};
