@@ -1,5 +1,8 @@
 //! Kiln's integration tests: one binary, one module per area, shared helpers in `util`.
 
+mod redis;
+mod redis_server;
 mod registry;
 mod sandbox;
+mod store;
 mod util;

@@ -27,7 +27,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, PushInfo, PushKind, RedisFuture, Script, ScriptInvocation, Value};
-use tokio::sync::{Notify, OnceCell};
+use tokio::sync::Notify;
 
 use super::{
     AttemptRecord, CancelOutcome, Enqueued, Job, JobState, JobStore, Lease, ListFilter, NewJob,
@@ -306,11 +306,23 @@ impl Wakers {
     }
 }
 
-/// Unregisters a waiter when `wait` returns or is dropped.
+/// A waiter registered for some queues; unregisters when `wait` returns or is dropped.
 struct Registration<'a> {
     wakers: &'a Wakers,
     queues: &'a [String],
     waiter: Arc<Notify>,
+}
+
+impl<'a> Registration<'a> {
+    fn new(wakers: &'a Wakers, queues: &'a [String]) -> Self {
+        let waiter = Arc::new(Notify::new());
+        wakers.register(queues, &waiter);
+        Registration {
+            wakers,
+            queues,
+            waiter,
+        }
+    }
 }
 
 impl Drop for Registration<'_> {
@@ -320,8 +332,7 @@ impl Drop for Registration<'_> {
 }
 
 /// The Redis job store. Cheap to clone; clones share connections. It is also the client
-/// producers in Rust use: open it and call `enqueue` / `get` (the wake subscription is only
-/// opened by the first `wait`).
+/// producers in Rust use: open it and call `enqueue` / `get`.
 #[derive(Clone)]
 pub struct RedisStore {
     inner: Arc<Inner>,
@@ -331,8 +342,9 @@ struct Inner {
     target: RedisTarget,
     /// Commands and scripts.
     conn: Conn,
-    /// The dedicated RESP3 connection subscribed to the wake channel; opened on first `wait`.
-    subscriber: OnceCell<ConnectionManager>,
+    /// The dedicated RESP3 connection subscribed to the wake channel. Opened with the store,
+    /// so a `wait` that registers before its first await cannot miss a wake-up.
+    subscriber: ConnectionManager,
     wakers: Arc<Wakers>,
     /// Queues this handle has already added to the `<namespace>:queues` registry, so enqueue
     /// pays for the `SADD` once per queue.
@@ -420,12 +432,14 @@ impl RedisStore {
     /// lost connections are re-established by later calls.
     pub async fn open(target: RedisTarget) -> StoreResult<Self> {
         let conn = connect(&target).await?;
+        let wakers = Arc::new(Wakers::default());
+        let subscriber = subscribe(&target, &wakers).await?;
         Ok(RedisStore {
             inner: Arc::new(Inner {
                 target,
                 conn,
-                subscriber: OnceCell::new(),
-                wakers: Arc::new(Wakers::default()),
+                subscriber,
+                wakers,
                 registered: Mutex::new(HashSet::new()),
             }),
         })
@@ -1025,6 +1039,11 @@ impl JobStore for RedisStore {
             self.renew_queue(&queue, &ids, owner, (now, now + lease), &mut report)
                 .await?;
         }
+        // Report in input order, whatever order the queues were visited in.
+        let position: HashMap<&String, usize> = ids.iter().enumerate().map(|(i, id)| (id, i)).collect();
+        for list in [&mut report.lost, &mut report.cancel_requested] {
+            list.sort_by_key(|id| position.get(id).copied());
+        }
         Ok(report)
     }
 
@@ -1164,11 +1183,11 @@ impl JobStore for RedisStore {
                 RetryTarget::One(id) => invocation.key(keys.job(id)).arg("one").arg(id),
                 RetryTarget::AllFailed { .. } => invocation.arg("all"),
             };
-            let reply: (usize, Option<String>) = invocation
+            let (count, state): (usize, String) = invocation
                 .invoke_async(&mut self.conn())
                 .await
                 .map_err(backend(format!("retry failed jobs of queue `{queue}`")))?;
-            if let (RetryTarget::One(id), (0, Some(state))) = (&target, &reply) {
+            if let (RetryTarget::One(id), 0) = (&target, count) {
                 return Err(match state.parse::<JobState>() {
                     Ok(state) => StoreError::InvalidState {
                         id: id.clone(),
@@ -1178,7 +1197,7 @@ impl JobStore for RedisStore {
                     Err(_) => StoreError::NotFound(id.clone()),
                 });
             }
-            revived += reply.0;
+            revived += count;
         }
         Ok(revived)
     }
@@ -1193,7 +1212,7 @@ impl JobStore for RedisStore {
             .await
             .map_err(backend(format!("cancel job `{id}`")))?;
         match outcome.as_str() {
-            "cancelled" => Ok(CancelOutcome::Cancelled),
+            "cancelled now" => Ok(CancelOutcome::Cancelled),
             "requested" => Ok(CancelOutcome::Requested),
             "missing" => Err(StoreError::NotFound(id.to_owned())),
             state => state
@@ -1271,22 +1290,13 @@ impl JobStore for RedisStore {
 
     async fn wait(&self, queues: &[String], timeout: Duration) -> StoreResult<()> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let subscriber = self
-            .inner
-            .subscriber
-            .get_or_try_init(|| subscribe(&self.inner.target, &self.inner.wakers))
-            .await?;
+        // Registered before the first await: a wake-up from here on is kept as a permit.
+        let registration = Registration::new(&self.inner.wakers, queues);
         // Reconnects (and resubscribes) the subscription if it dropped since the last wait.
         redis::cmd("PING")
-            .exec_async(&mut subscriber.clone())
+            .exec_async(&mut self.inner.subscriber.clone())
             .await
             .map_err(backend("check the wake subscription"))?;
-        let registration = Registration {
-            wakers: &self.inner.wakers,
-            queues,
-            waiter: Arc::new(Notify::new()),
-        };
-        self.inner.wakers.register(queues, &registration.waiter);
         if self.any_ready(queues).await? {
             return Ok(());
         }

@@ -10,7 +10,8 @@
 --       unique key.
 -- Returns: two entries per job, in order: the job id and 1 when a unique key matched an
 -- unfinished job (that job's id is returned and nothing is stored), else 0.
--- Publishes the queue name on the wake channel when a job became ready.
+-- Publishes the queue name on the wake channel when it stored a job and the queue is not
+-- paused (a delayed job wakes idle hosts too, so they recompute when to claim next).
 
 local prefix, queue, now, wake = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local unfinished = { scheduled = true, waiting = true, active = true }
@@ -62,8 +63,8 @@ for i = 0, n - 1 do
       redis.call('ZADD', KEYS[2], run_at, id)
     else
       redis.call('ZADD', KEYS[1], -priority, string.format('%016d', run_at + 1e15) .. id)
-      woke = true
     end
+    woke = true
     table.insert(results, id)
     table.insert(results, 0)
   end

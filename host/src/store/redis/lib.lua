@@ -140,9 +140,10 @@ local function problems(job, id)
   if job.cancel_requested ~= nil and job.cancel_requested ~= '0' and job.cancel_requested ~= '1' then
     flag('cancel_requested', 'field `cancel_requested` is not 0 or 1')
   end
-  local ok, history = pcall(cjson.decode, job.history or '[]')
-  if not ok or type(history) ~= 'table' then
-    flag('history', 'field `history` is not a JSON array')
+  local text = job.history or ''
+  local ok, history = pcall(cjson.decode, text)
+  if not ok or type(history) ~= 'table' or not string.match(text, '^%s*%[') then
+    flag('history', 'field `history` is missing or not a JSON array')
   end
   return bad, reasons
 end
@@ -274,7 +275,6 @@ local function finish(id, job, state, result, err)
 end
 
 -- Puts a held job back to scheduled or waiting at `at`. `uncount` takes the attempt back.
--- Returns true when it is waiting now.
 local function requeue(id, job, at, err, uncount)
   local key = job_key(id)
   redis.call('HDEL', key, 'lease_owner', 'lease_expires_at')
@@ -284,10 +284,9 @@ local function requeue(id, job, at, err, uncount)
   if at > NOW then
     redis.call('HSET', key, 'state', 'scheduled', 'run_at', int(at), 'updated_at', int(NOW))
     redis.call('ZADD', K_SCHEDULED, at, id)
-    return false
+  else
+    make_waiting(id, job, at)
   end
-  make_waiting(id, job, at)
-  return true
 end
 
 local function wake()

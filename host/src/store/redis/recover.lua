@@ -31,7 +31,8 @@ for _, id in ipairs(expired) do
     elseif attempts >= max_attempts then
       finish(id, job, 'failed', nil, 'lease expired after the last attempt')
     else
-      woke = requeue(id, job, NOW, message, false) or woke
+      requeue(id, job, NOW, message, false)
+      woke = true
     end
   end
 end

@@ -2,8 +2,8 @@
 -- KEYS: the queue's nine keys (see lib.lua), then [10] the job key when ARGV[5] is 'one'.
 -- ARGV: [1..4] prefix, queue, now, wake channel (see lib.lua)
 --       [5] 'one' or 'all'  [6] the job id when 'one'
--- Returns: { revived } for 'all'; for 'one' { 1 } when revived, { 0, state } when the job is
--- not failed, { 0, 'missing' } when there is no such job.
+-- Returns: { revived, '' }, or for 'one' { 0, state } when the job is not failed and
+-- { 0, 'missing' } when there is no such job.
 
 local function revive(id)
   local key = job_key(id)
@@ -43,4 +43,4 @@ end
 if revived > 0 then
   wake()
 end
-return { revived }
+return { revived, '' }

@@ -5,6 +5,7 @@
 --       at (ms; retry and release, else ''), text (result bytes for succeed, error for
 --       retry and fail, else ''), attempt record as JSON ('' for none; ignored for release)
 -- Returns: the ids not applied because the job is not active under that owner (stale).
+-- Publishes on the wake channel when a job went back to waiting or scheduled.
 -- Retry becomes fail when no attempts are left; retry and release become cancel when a
 -- cancel was requested. Release takes the attempt back.
 
@@ -36,9 +37,11 @@ for i = 0, n - 1 do
     elseif action == 'retry' and attempts >= max_attempts then
       finish(id, job, 'failed', nil, text)
     elseif action == 'retry' then
-      woke = requeue(id, job, at, text, false) or woke
+      requeue(id, job, at, text, false)
+      woke = true
     elseif action == 'release' then
-      woke = requeue(id, job, at, nil, true) or woke
+      requeue(id, job, at, nil, true)
+      woke = true
     else
       return redis.error_reply('kiln: unknown settle action `' .. action .. '`')
     end
