@@ -1,8 +1,11 @@
 //! Kiln's integration tests: one binary, one module per area, shared helpers in `util`.
 
+mod cli;
+mod config;
 mod redis;
 mod redis_server;
 mod registry;
 mod sandbox;
 mod store;
 mod util;
+mod worker;

@@ -350,7 +350,7 @@ async fn fanout_enqueues_children_through_the_host() {
         .await;
     let result = json_result(&attempt.outcome);
     assert_eq!(result["children"], json!(["child-1", "child-2", "child-3"]));
-    let seen = children.0.lock().unwrap();
+    let seen = children.0.lock().unwrap().clone();
     assert!(
         seen.iter()
             .all(|c| c.handler == "echo" && c.parent_id == input.id)

@@ -117,6 +117,9 @@ impl Journal {
     }
 
     fn emit(&self, source: LogSource, text: &str) {
+        if text.trim().is_empty() {
+            return;
+        }
         let (job, handler) = (&*self.job_id, &*self.handler);
         match source {
             LogSource::Trace => tracing::trace!(job, handler, "{text}"),

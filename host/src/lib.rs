@@ -8,12 +8,14 @@
 //! - `sandbox`: one attempt in a fresh store, and how it ended ([`Outcome`]).
 //! - `registry`: handler name -> loaded version; compiling and the artifact cache.
 //! - `reload`: the watcher that keeps the registry in step with the handlers directory.
+//! - `store`: the `JobStore` contract and its embedded (SQLite) and Redis implementations.
+//! - `config`: `config.toml` (raw TOML -> validated `Config`, env overrides).
 //! - `cli`: the `kiln` command line.
 //! - `logging`: where the binary's `tracing` output goes.
-//! - `store`: the `JobStore` trait and its embedded and Redis implementations.
 
 pub mod bindings;
 pub mod cli;
+pub mod config;
 pub mod engine;
 pub mod host_api;
 pub mod limits;
@@ -22,6 +24,7 @@ pub mod registry;
 pub mod reload;
 pub mod sandbox;
 pub mod store;
+pub mod worker;
 
 pub use engine::{Runtime, RuntimeSettings};
 pub use host_api::{ChildEnqueuer, ChildRequest, JobHooks, LogLine, LogSource};

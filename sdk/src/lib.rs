@@ -46,10 +46,32 @@
 //! # fn main() {}
 //! ```
 //!
+//! A handler crate's `Cargo.toml` needs little more than this (a small release profile keeps
+//! the component small; `panic = "abort"` turns a panic into a trap the host records):
+//!
+//! ```toml
+//! [lib]
+//! crate-type = ["cdylib"]
+//!
+//! [dependencies]
+//! kiln-sdk = "0.1"
+//! serde = { version = "1", features = ["derive"] }
+//!
+//! [profile.release]
+//! opt-level = "s"
+//! lto = true
+//! strip = true
+//! panic = "abort"
+//! ```
+//!
+//! Build it with `cargo build --release --target wasm32-wasip2`; the component is
+//! `target/wasm32-wasip2/release/<crate>.wasm`.
+//!
 //! Layout:
 //! - `bindings.rs`: the one `wit_bindgen::generate!` of the handler world (hidden).
 //! - `job.rs`: [`Job`], [`JobError`] and the [`json`] result helper.
-//! - `host.rs`: [`log`], [`progress`], [`enqueue`] and the logging macros.
+//! - `host.rs`: [`log()`], [`progress`], [`enqueue`] and the logging macros ([`info!`] and
+//!   friends).
 //!
 //! Off wasm32 (e.g. in a handler's unit tests) there is no host: log lines and progress go to
 //! stderr and [`enqueue`] returns an error.

@@ -9,8 +9,8 @@
 //! SQLite's file locks, waiting up to `BUSY_TIMEOUT` for the write lock.
 //!
 //! Layout: the `jobs` table holds one row per job, with its attempt history as a JSON array
-//! appended in SQL (`json_insert`) so settling never parses it; `queues` holds paused queues.
-//! `seq` (the rowid) is the enqueue order and the FIFO tie-breaker. Writes that change many
+//! appended in SQL (`json_insert`) so settling never parses it; `paused_queues` lists paused
+//! queues. `seq` (the rowid) is the enqueue order and the FIFO tie-breaker. Writes that change many
 //! jobs (`claim`, `settle`, `enqueue`) take the write lock up front (`BEGIN IMMEDIATE`) and
 //! handle the whole batch in one transaction with cached prepared statements.
 //!
@@ -106,13 +106,17 @@ CREATE TABLE jobs (
     finished_at INTEGER,
     history TEXT NOT NULL DEFAULT '[]'
 );
+-- claim: ready jobs of a queue in claim order; rows leave it when claimed.
 CREATE INDEX jobs_ready ON jobs (queue, priority DESC, run_at, seq)
     WHERE state IN ('scheduled', 'waiting');
+-- next_run_at: the earliest delayed job of a queue.
 CREATE INDEX jobs_due ON jobs (queue, run_at) WHERE state = 'scheduled';
-CREATE INDEX jobs_leases ON jobs (lease_expires_at) WHERE state = 'active';
+-- enqueue: is an unfinished job with this key there?
 CREATE INDEX jobs_unique ON jobs (unique_key)
     WHERE unique_key IS NOT NULL AND state IN ('scheduled', 'waiting', 'active');
-CREATE INDEX jobs_queue_state ON jobs (queue, state);
+-- counts (covering), recover (active jobs), wait, clear, retry_failed, list by state.
+CREATE INDEX jobs_state ON jobs (state, queue);
+-- prune by age and by count.
 CREATE INDEX jobs_finished ON jobs (state, finished_at) WHERE finished_at IS NOT NULL;
 CREATE TABLE paused_queues (name TEXT PRIMARY KEY) WITHOUT ROWID;
 ";
@@ -223,65 +227,58 @@ fn migrate(conn: &Connection, path: &Path) -> StoreResult<()> {
 
 /// Reads one row selected with `JOB_COLUMNS`, returning its `seq` too.
 fn read_job(row: &Row<'_>) -> StoreResult<(i64, Job)> {
-    let read = db("read a job row");
-    let raw = (|| {
-        Ok::<_, rusqlite::Error>((
-            row.get::<_, i64>(0)?,
-            row.get::<_, String>(6)?,
-            row.get::<_, String>(21)?,
-            row.get::<_, Option<String>>(10)?,
-            row.get::<_, Option<i64>>(11)?,
-            row.get::<_, Option<u8>>(14)?,
-        ))
-    })();
-    let (seq, state, history, owner, expires_at, percent) = raw.map_err(read)?;
-    let id: String = row.get(1).map_err(db("read a job row"))?;
-    let corrupt = |reason: String| StoreError::Corrupt {
-        id: id.clone(),
+    let (seq, mut job, state, history) = read_columns(row).map_err(db("read a job row"))?;
+    let corrupt = |id: &str, reason: String| StoreError::Corrupt {
+        id: id.to_owned(),
         reason,
     };
-    let state: JobState = state
+    job.state = state
         .parse()
-        .map_err(|e: UnknownJobState| corrupt(e.to_string()))?;
-    let history: Vec<AttemptRecord> = serde_json::from_str(&history)
-        .map_err(|e| corrupt(format!("attempt history is not valid json: {e}")))?;
-    let lease = match (owner, expires_at) {
+        .map_err(|e: UnknownJobState| corrupt(&job.id, e.to_string()))?;
+    job.history = serde_json::from_str(&history)
+        .map_err(|e| corrupt(&job.id, format!("attempt history is not valid json: {e}")))?;
+    Ok((seq, job))
+}
+
+/// The row's columns, with the state and the history still as stored text (`read_job`
+/// decodes them, so a bad value is reported as corrupt rather than as a SQLite error).
+fn read_columns(row: &Row<'_>) -> rusqlite::Result<(i64, Job, String, String)> {
+    let lease = match (row.get(10)?, row.get::<_, Option<i64>>(11)?) {
         (Some(owner), Some(at)) => Some(Lease {
             owner,
             expires_at: Timestamp(at),
         }),
         _ => None,
     };
-    let rest = (|| {
-        Ok::<_, rusqlite::Error>(Job {
-            id: id.clone(),
-            handler: row.get(2)?,
-            queue: row.get(3)?,
-            payload: row.get(4)?,
-            priority: row.get(5)?,
-            state,
-            attempts: row.get(7)?,
-            max_attempts: row.get(8)?,
-            run_at: Timestamp(row.get(9)?),
-            lease,
-            result: row.get(12)?,
-            error: row.get(13)?,
-            progress: match percent {
-                Some(percent) => Some(Progress {
-                    percent,
-                    message: row.get(15)?,
-                }),
-                None => None,
-            },
-            unique_key: row.get(16)?,
-            cancel_requested: row.get(17)?,
-            created_at: Timestamp(row.get(18)?),
-            updated_at: Timestamp(row.get(19)?),
-            finished_at: row.get::<_, Option<i64>>(20)?.map(Timestamp),
-            history,
-        })
-    })();
-    Ok((seq, rest.map_err(db("read a job row"))?))
+    let progress = match row.get::<_, Option<u8>>(14)? {
+        Some(percent) => Some(Progress {
+            percent,
+            message: row.get(15)?,
+        }),
+        None => None,
+    };
+    let job = Job {
+        id: row.get(1)?,
+        handler: row.get(2)?,
+        queue: row.get(3)?,
+        payload: row.get(4)?,
+        priority: row.get(5)?,
+        state: JobState::Waiting,
+        attempts: row.get(7)?,
+        max_attempts: row.get(8)?,
+        run_at: Timestamp(row.get(9)?),
+        lease,
+        result: row.get(12)?,
+        error: row.get(13)?,
+        progress,
+        unique_key: row.get(16)?,
+        cancel_requested: row.get(17)?,
+        created_at: Timestamp(row.get(18)?),
+        updated_at: Timestamp(row.get(19)?),
+        finished_at: row.get::<_, Option<i64>>(20)?.map(Timestamp),
+        history: Vec::new(),
+    };
+    Ok((row.get(0)?, job, row.get(6)?, row.get(21)?))
 }
 
 /// Reads every row of a query selecting `JOB_COLUMNS`.
@@ -459,6 +456,7 @@ enum Transition {
 }
 
 /// What a held job looks like when a settlement or the reaper decides its fate.
+#[derive(Default)]
 struct Held {
     attempts: u32,
     max_attempts: u32,
@@ -508,31 +506,38 @@ impl Held {
     }
 }
 
-/// Applies `transition` to job `id`, appending `attempt` (JSON) to its history if given.
-/// Returns whether the job went back to scheduled/waiting.
+/// Applies `transition` to job `id` if `owner` still holds it, appending `attempt` (JSON) to
+/// its history if given. Returns whether it was applied.
 fn apply(
     tx: &rusqlite::Transaction<'_>,
     id: &str,
+    owner: &str,
     transition: Transition,
     attempt: Option<&str>,
     now: Timestamp,
 ) -> rusqlite::Result<bool> {
-    match transition {
+    let changed = match transition {
         Transition::Finish {
             state,
             result,
             error,
-        } => {
-            tx.prepare_cached(
+        } => tx
+            .prepare_cached(
                 "UPDATE jobs SET state = ?2, result = ?3, error = ?4, lease_owner = NULL, \
                  lease_expires_at = NULL, updated_at = ?5, finished_at = ?5, \
                  history = CASE WHEN ?6 IS NULL THEN history \
                    ELSE json_insert(history, '$[#]', json(?6)) END \
-                 WHERE id = ?1",
+                 WHERE id = ?1 AND state = 'active' AND lease_owner = ?7",
             )?
-            .execute(params![id, state.as_str(), result, error, now.0, attempt])?;
-            Ok(false)
-        }
+            .execute(params![
+                id,
+                state.as_str(),
+                result,
+                error,
+                now.0,
+                attempt,
+                owner
+            ])?,
         Transition::Requeue { at, error, uncount } => {
             let state = if at > now {
                 JobState::Scheduled
@@ -545,7 +550,7 @@ fn apply(
                  updated_at = ?6, \
                  history = CASE WHEN ?7 IS NULL THEN history \
                    ELSE json_insert(history, '$[#]', json(?7)) END \
-                 WHERE id = ?1",
+                 WHERE id = ?1 AND state = 'active' AND lease_owner = ?8",
             )?
             .execute(params![
                 id,
@@ -554,11 +559,12 @@ fn apply(
                 error,
                 i64::from(uncount),
                 now.0,
-                attempt
-            ])?;
-            Ok(true)
+                attempt,
+                owner
+            ])?
         }
-    }
+    };
+    Ok(changed > 0)
 }
 
 fn attempt_json(id: &str, attempt: &AttemptRecord) -> StoreResult<String> {
@@ -566,6 +572,26 @@ fn attempt_json(id: &str, attempt: &AttemptRecord) -> StoreResult<String> {
         id: id.to_owned(),
         reason: format!("attempt record cannot be encoded: {e}"),
     })
+}
+
+/// The counters of job `id` if it is active under `owner`.
+fn held_by(
+    tx: &rusqlite::Transaction<'_>,
+    id: &str,
+    owner: &str,
+) -> rusqlite::Result<Option<Held>> {
+    tx.prepare_cached(
+        "SELECT attempts, max_attempts, cancel_requested FROM jobs \
+         WHERE id = ?1 AND state = 'active' AND lease_owner = ?2",
+    )?
+    .query_row(params![id, owner], |row| {
+        Ok(Held {
+            attempts: row.get(0)?,
+            max_attempts: row.get(1)?,
+            cancel_requested: row.get(2)?,
+        })
+    })
+    .optional()
 }
 
 /// Settles a batch; returns (stale ids, whether any job was requeued).
@@ -581,34 +607,37 @@ fn settle_batch(
     let mut stale = Vec::new();
     let mut requeued = false;
     for settlement in batch {
-        let held = tx
-            .prepare_cached(
-                "SELECT attempts, max_attempts, cancel_requested FROM jobs \
-                 WHERE id = ?1 AND state = 'active' AND lease_owner = ?2",
-            )
-            .and_then(|mut stmt| {
-                stmt.query_row(params![settlement.id, settlement.owner], |row| {
-                    Ok(Held {
-                        attempts: row.get(0)?,
-                        max_attempts: row.get(1)?,
-                        cancel_requested: row.get(2)?,
-                    })
-                })
-                .optional()
-            })
-            .map_err(db(context))?;
-        let Some(held) = held else {
-            stale.push(settlement.id);
-            continue;
+        let Settlement {
+            id,
+            owner,
+            attempt,
+            action,
+        } = settlement;
+        let is_release = matches!(action, SettleAction::Release { .. });
+        let held = if is_release || matches!(action, SettleAction::Retry { .. }) {
+            match held_by(&tx, &id, &owner).map_err(db(context))? {
+                Some(held) => held,
+                None => {
+                    stale.push(id);
+                    continue;
+                }
+            }
+        } else {
+            // Succeed, Fail and Cancel do not depend on the job's counters; `apply` checks
+            // the lease, which saves a query per job on the hot path.
+            Held::default()
         };
-        let is_release = matches!(settlement.action, SettleAction::Release { .. });
-        let attempt = match &settlement.attempt {
-            Some(record) if !is_release => Some(attempt_json(&settlement.id, record)?),
+        let record = match &attempt {
+            Some(record) if !is_release => Some(attempt_json(&id, record)?),
             _ => None,
         };
-        let transition = held.transition(settlement.action);
-        requeued |=
-            apply(&tx, &settlement.id, transition, attempt.as_deref(), now).map_err(db(context))?;
+        let transition = held.transition(action);
+        let requeues = matches!(transition, Transition::Requeue { .. });
+        if apply(&tx, &id, &owner, transition, record.as_deref(), now).map_err(db(context))? {
+            requeued |= requeues;
+        } else {
+            stale.push(id);
+        }
     }
     tx.commit().map_err(db(context))?;
     Ok((stale, requeued))
@@ -669,7 +698,8 @@ fn recover_expired(conn: &mut Connection, now: Timestamp) -> StoreResult<usize> 
             })
         };
         let json = attempt_json(id, &record)?;
-        apply(&tx, id, transition, Some(&json), now).map_err(db(context))?;
+        let owner = owner.as_deref().unwrap_or_default();
+        apply(&tx, id, owner, transition, Some(&json), now).map_err(db(context))?;
     }
     tx.prepare_cached(
         "UPDATE jobs SET state = 'waiting', updated_at = ?1 \
@@ -884,6 +914,7 @@ fn prune_jobs(conn: &mut Connection, policy: Retention, now: Timestamp) -> Store
             deleted += tx
                 .prepare_cached(
                     "DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs WHERE state = ?1 \
+                     AND finished_at IS NOT NULL \
                      ORDER BY finished_at DESC, seq DESC LIMIT -1 OFFSET ?2)",
                 )
                 .and_then(|mut stmt| stmt.execute(params![state.as_str(), keep]))

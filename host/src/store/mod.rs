@@ -618,9 +618,11 @@ pub trait JobStore: Send + Sync {
         now: Timestamp,
     ) -> impl Future<Output = StoreResult<usize>> + Send;
 
-    /// Returns when a job may have become ready in one of `queues` (at once if one is waiting
-    /// in an unpaused queue), or after `timeout`. Spurious returns are allowed; delayed jobs
-    /// becoming due are not signalled (use `next_run_at`).
+    /// Returns when a job may have become ready in one of `queues`, or after `timeout`: at
+    /// once if one is waiting in an unpaused queue, and otherwise on any enqueue (delayed jobs
+    /// too, since one may be due before the time the worker sleeps until), retry, release,
+    /// recovery or resume. Spurious returns are allowed. Delayed jobs merely becoming due are
+    /// not signalled: bound `timeout` with `next_run_at`.
     fn wait(
         &self,
         queues: &[String],

@@ -125,6 +125,16 @@ impl RedisTarget {
     }
 }
 
+impl From<crate::config::RedisTarget> for RedisTarget {
+    /// The configured deployment, with the default namespace.
+    fn from(config: crate::config::RedisTarget) -> Self {
+        match config {
+            crate::config::RedisTarget::Server(url) => RedisTarget::server(url),
+            crate::config::RedisTarget::Cluster(nodes) => RedisTarget::cluster(nodes),
+        }
+    }
+}
+
 /// The compiled scripts, hashed once per process.
 struct Scripts {
     enqueue: Script,

@@ -3,6 +3,9 @@
 //! Commands return `anyhow::Result<ExitCode>`; `main` only prints errors and maps them to
 //! exit codes (0 ok, 1 the thing checked or waited for failed, 2 usage or config error).
 
+mod host;
+mod jobs;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -12,8 +15,10 @@ use clap::{Parser, Subcommand};
 use serde::Serialize;
 use wasmtime::component::types::ComponentItem;
 
+use crate::config::{Config, StoreConfig};
 use crate::engine::{Runtime, RuntimeSettings};
 use crate::registry::{LoadSource, Registry, describe};
+use crate::store::{AnyStore, Durability, EmbeddedStore};
 
 /// Exit code for a failed job (`--wait`) or an invalid handler (`check`).
 pub const EXIT_FAILED: u8 = 1;
@@ -38,6 +43,42 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the host: load handlers, watch for changes, claim and run jobs until stopped.
+    Run,
+    /// Enqueue a job.
+    Enqueue(jobs::EnqueueArgs),
+    /// Show one job: state, progress, result or error, and every attempt.
+    Status {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List jobs, newest first.
+    Jobs(jobs::ListArgs),
+    /// Retry a failed job, or every failed job.
+    Retry {
+        /// The job to retry.
+        #[arg(required_unless_present = "all_failed", conflicts_with = "all_failed")]
+        id: Option<String>,
+        /// Retry every failed job (of `--queue` if given).
+        #[arg(long)]
+        all_failed: bool,
+        #[arg(long, requires = "all_failed")]
+        queue: Option<String>,
+    },
+    /// Cancel a job; a running job's sandbox is interrupted.
+    Cancel { id: String },
+    /// Stop handing out jobs of a queue (running jobs finish).
+    Pause { queue: String },
+    /// Resume a paused queue.
+    Resume { queue: String },
+    /// Delete the waiting and scheduled jobs of a queue.
+    Clear { queue: String },
+    /// Job counts per queue and state.
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate a handler component against the contract and list its imports and exports.
     Check {
         /// The `.wasm` file to check.
@@ -56,10 +97,21 @@ pub enum Command {
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {
-        Command::Check { file, json } => check(&file, json),
-        Command::Handlers { json } => handlers(&cli.config, json).await,
+    if let Command::Check { file, json } = &cli.command {
+        return check(file, *json);
     }
+    let config = Arc::new(load_config(&cli.config)?);
+    match cli.command {
+        Command::Check { .. } => unreachable!("handled above"),
+        Command::Handlers { json } => handlers(&config, json).await,
+        Command::Run => host::run(config).await,
+        command => jobs::run(command, &config).await,
+    }
+}
+
+/// Loads the configuration; any problem with it is a usage error (exit code 2).
+pub fn load_config(path: &Path) -> anyhow::Result<Config> {
+    Config::load(path).map_err(|error| UsageError(describe(&error)).into())
 }
 
 #[derive(Debug, Serialize)]
@@ -176,13 +228,14 @@ struct HandlerRow {
     error: Option<String>,
 }
 
-async fn handlers(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
-    let (dir, cache_dir) = handler_dirs(config)?;
+async fn handlers(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
+    let dir = config.host.handlers_dir.clone();
     let runtime = Arc::new(Runtime::new(RuntimeSettings {
         max_instances: 1,
-        ..RuntimeSettings::default()
+        max_memory: config.max_job_memory(),
+        pooling: true,
     })?);
-    let registry = Registry::new(runtime, dir.clone(), cache_dir);
+    let registry = Registry::new(runtime, dir.clone(), Some(config.host.cache_dir.clone()));
     registry
         .load_all()
         .await
@@ -224,8 +277,8 @@ async fn handlers(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
 fn print_handlers(dir: &Path, rows: &[HandlerRow]) {
     println!("handlers in {}", dir.display());
     println!(
-        "{:<16} {:<14} {:>10} {:>10}  {}",
-        "NAME", "DIGEST", "SIZE", "LOAD ms", "FROM"
+        "{:<16} {:<14} {:>10} {:>10}  FROM",
+        "NAME", "DIGEST", "SIZE", "LOAD ms"
     );
     for row in rows {
         match &row.error {
@@ -245,17 +298,12 @@ fn print_handlers(dir: &Path, rows: &[HandlerRow]) {
     }
 }
 
-/// The handlers and cache directories from the config; replaced by the full config later.
-fn handler_dirs(config: &Path) -> anyhow::Result<(PathBuf, Option<PathBuf>)> {
-    let _ = config;
-    anyhow::bail!("not wired yet")
-}
-
 /// The exit code for an error that ended a command: usage and config errors are 2.
 pub fn exit_code(error: &anyhow::Error) -> u8 {
-    let usage = error
-        .chain()
-        .any(|cause| cause.downcast_ref::<UsageError>().is_some());
+    let usage = error.chain().any(|cause| {
+        cause.downcast_ref::<UsageError>().is_some()
+            || cause.downcast_ref::<crate::config::ConfigError>().is_some()
+    });
     if usage { EXIT_USAGE } else { EXIT_FAILED }
 }
 
@@ -263,3 +311,30 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
+
+/// Opens the job store the configuration names.
+pub fn open_store(config: &Config) -> anyhow::Result<AnyStore> {
+    match &config.store {
+        StoreConfig::Embedded { path, durability } => {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).with_context(|| {
+                    format!(
+                        "failed to create job store directory `{}`",
+                        parent.display()
+                    )
+                })?;
+            }
+            let durability = match durability {
+                crate::config::Durability::Normal => Durability::Normal,
+                crate::config::Durability::Full => Durability::Full,
+            };
+            let store = EmbeddedStore::open(path, durability)
+                .with_context(|| format!("failed to open job store `{}`", path.display()))?;
+            Ok(AnyStore::Embedded(store))
+        }
+        StoreConfig::Redis(_) => Err(UsageError(
+            "store.backend = \"redis\" is not available in this build of kiln".into(),
+        )
+        .into()),
+    }
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The demo: builds the example handlers and the `kiln` binary, enqueues one job for each
+# example handler into the embedded store named by the repo's config.toml, then runs the
+# host in the foreground so you can watch it work through them. Ctrl-C stops it gracefully.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+bash guests/build.sh
+cargo build --release -p kiln
+kiln=target/release/kiln
+
+echo "enqueueing example jobs:"
+$kiln enqueue echo --payload '{"hello": "kiln"}'
+$kiln enqueue flaky --payload '{"fail_times": 2}'
+$kiln enqueue progress --payload '{"pause_ms": 100}'
+$kiln enqueue fanout --payload '{"handler": "echo", "count": 3, "payload": {"child": true}}'
+$kiln enqueue escape
+$kiln enqueue panic --payload '{"message": "a handler bug"}'
+$kiln enqueue spin
+$kiln enqueue hog
+$kiln enqueue echo --payload '{"later": true}' --in 5s
+echo "starting the host (Ctrl-C to stop; then try: $kiln stats, $kiln jobs, $kiln status ID)"
+exec $kiln run

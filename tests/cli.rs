@@ -1,0 +1,307 @@
+//! The `kiln` binary end to end: `check`, `handlers`, config errors, the job commands
+//! against a running host on the same store, `kill -9` of a host mid-run, and SIGTERM.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use kiln::store::{AnyStore, JobState, JobStore, ListFilter, OutcomeClass, Page};
+use serde_json::Value;
+
+use crate::util::{guest, install};
+
+/// A scratch project: config.toml, a handlers directory and the SQLite store.
+struct Project {
+    dir: tempfile::TempDir,
+}
+
+impl Project {
+    fn new(handlers: &[&str], host_keys: &str) -> Project {
+        let dir = tempfile::tempdir().unwrap();
+        let handlers_dir = dir.path().join("handlers");
+        std::fs::create_dir(&handlers_dir).unwrap();
+        for name in handlers {
+            install(&guest(name), &handlers_dir, &format!("{name}.wasm"));
+        }
+        let config = format!(
+            "[host]\nhandlers_dir = \"handlers\"\ncache_dir = \"cache\"\nconcurrency = 4\n\
+             {host_keys}\n[store]\npath = \"kiln.db\"\n\
+             [handlers.panic]\nmax_attempts = 1\n"
+        );
+        std::fs::write(dir.path().join("config.toml"), config).unwrap();
+        Project { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn kiln(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        command.current_dir(self.path());
+        for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("KILN_")) {
+            command.env_remove(key);
+        }
+        command.env("KILN_CONFIG", self.path().join("config.toml"));
+        command.env("KILN_LOG", "warn");
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.kiln().args(args).output().expect("kiln runs")
+    }
+
+    fn host(&self) -> Host {
+        let log = std::fs::File::create(
+            self.path()
+                .join(format!("host-{}.log", Instant::now().elapsed().as_nanos())),
+        )
+        .unwrap();
+        let child = self
+            .kiln()
+            .arg("run")
+            .env("KILN_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("kiln run starts");
+        Host { child }
+    }
+
+    fn store(&self) -> AnyStore {
+        AnyStore::open_embedded(self.path().join("kiln.db")).unwrap()
+    }
+}
+
+/// A running `kiln run`; killed (SIGKILL, by pid) if the test forgets to stop it.
+struct Host {
+    child: Child,
+}
+
+impl Host {
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "host did not stop after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill_9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn guest_path(name: &str) -> PathBuf {
+    guest(name)
+}
+
+#[test]
+fn check_validates_components_against_the_contract() {
+    let project = Project::new(&[], "");
+    let progress = guest_path("progress");
+    let ok = project.run(&["check", progress.to_str().unwrap()]);
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok.stderr));
+    let out = text(&ok.stdout);
+    assert!(out.contains("valid:"), "{out}");
+    assert!(out.contains("kiln:handler/host@0.1.0 (interface)"), "{out}");
+    assert!(out.contains("handle (func)"), "{out}");
+
+    let other = guest_path("wrongworld");
+    let bad = project.run(&["check", other.to_str().unwrap(), "--json"]);
+    assert_eq!(bad.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&bad.stdout).unwrap();
+    assert_eq!(report["valid"], false);
+    assert!(
+        report["error"]
+            .as_str()
+            .unwrap()
+            .contains("does not match the kiln:handler world")
+    );
+
+    let corrupt = project.path().join("corrupt.wasm");
+    std::fs::write(&corrupt, b"\0asm\x0d\0\x01\0garbage").unwrap();
+    let bad = project.run(&["check", corrupt.to_str().unwrap()]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        text(&bad.stdout).contains("corrupt.wasm"),
+        "{}",
+        text(&bad.stdout)
+    );
+}
+
+#[test]
+fn handlers_lists_the_configured_directory() {
+    let project = Project::new(&["echo", "flaky"], "");
+    std::fs::write(project.path().join("handlers/broken.wasm"), b"nope").unwrap();
+    let out = project.run(&["handlers", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["broken", "echo", "flaky"]);
+    assert!(rows[0]["error"].as_str().unwrap().contains("`broken.wasm`"));
+    assert_eq!(rows[1]["digest"].as_str().unwrap().len(), 64);
+    // The second listing maps the artifacts the first one cached.
+    let again: Vec<Value> =
+        serde_json::from_slice(&project.run(&["handlers", "--json"]).stdout).unwrap();
+    assert_eq!(again[1]["source"], "cache");
+}
+
+#[test]
+fn a_bad_config_exits_2_naming_key_and_line() {
+    let project = Project::new(&[], "");
+    let config = project.path().join("config.toml");
+    std::fs::write(&config, "[host]\nconcurrency = 4\nwibble = 1\n").unwrap();
+    let out = project.run(&["stats"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("host.wibble") && err.contains("line 3"),
+        "{err}"
+    );
+
+    let out = project.run(&["enqueue"]);
+    assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
+}
+
+#[test]
+fn the_cli_and_a_running_host_share_one_store() {
+    let project = Project::new(&["echo", "panic", "progress"], "");
+    let host = project.host();
+
+    let out = project.run(&["enqueue", "echo", "--payload", r#"{"a":1}"#, "--wait"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), r#"{"a":1}"#);
+
+    let out = project.run(&[
+        "enqueue",
+        "panic",
+        "--payload",
+        r#"{"message":"no"}"#,
+        "--wait",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("handler panicked: no"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = project.run(&[
+        "enqueue",
+        "progress",
+        "--payload",
+        r#"{"pause_ms":5}"#,
+        "--wait",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let job: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(job["state"], "succeeded");
+    assert_eq!(job["progress"]["percent"], 100);
+
+    let later = text(
+        &project
+            .run(&["enqueue", "echo", "--in", "1h", "--key", "k1"])
+            .stdout,
+    );
+    let again = project.run(&["enqueue", "echo", "--key", "k1", "--json"]);
+    let again: Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(again["id"], later.trim());
+    assert_eq!(again["existing"], true);
+    let status = project.run(&["status", later.trim(), "--json"]);
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["state"], "scheduled");
+    let cancel = project.run(&["cancel", later.trim()]);
+    assert!(text(&cancel.stdout).contains("cancelled"));
+
+    let unknown = project.run(&["enqueue", "ghost"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(text(&unknown.stderr).contains("unknown handler `ghost`"));
+
+    let stats = project.run(&["stats", "--json"]);
+    let stats: Vec<Value> = serde_json::from_slice(&stats.stdout).unwrap();
+    let default = stats.iter().find(|q| q["queue"] == "default").unwrap();
+    assert_eq!(default["succeeded"], 2);
+    assert_eq!(default["failed"], 1);
+    assert_eq!(default["cancelled"], 1);
+
+    assert!(host.terminate().success());
+}
+
+async fn count(store: &AnyStore, state: JobState) -> usize {
+    let filter = ListFilter {
+        queue: None,
+        state: Some(state),
+    };
+    let page = Page {
+        offset: 0,
+        limit: 10_000,
+    };
+    store.list(filter, page).await.unwrap().len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_killed_mid_run_loses_no_job() {
+    let project = Project::new(&["progress"], "lease = \"1s\"");
+    const JOBS: usize = 40;
+    for _ in 0..JOBS {
+        let out = project.run(&["enqueue", "progress", "--payload", r#"{"pause_ms":30}"#]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let store = project.store();
+    let first = project.host();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count(&store, JobState::Succeeded).await < 4 {
+        assert!(Instant::now() < deadline, "the first host made no progress");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        count(&store, JobState::Active).await > 0,
+        "killed while jobs ran"
+    );
+    first.kill_9();
+
+    let second = project.host();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while count(&store, JobState::Succeeded).await < JOBS {
+        assert!(Instant::now() < deadline, "jobs were lost");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let page = Page {
+        offset: 0,
+        limit: 100,
+    };
+    let jobs = store.list(ListFilter::default(), page).await.unwrap();
+    assert_eq!(jobs.len(), JOBS);
+    assert!(jobs.iter().all(|j| j.state == JobState::Succeeded));
+    let lost = jobs
+        .iter()
+        .filter(|j| j.history.iter().any(|a| a.outcome == OutcomeClass::Lost))
+        .count();
+    assert!(
+        lost > 0,
+        "the killed host's jobs were recovered with a lost attempt"
+    );
+    assert!(second.terminate().success());
+}
