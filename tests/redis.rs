@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use kiln::store::{
-    AnyStore, JobState, JobStore, ListFilter, NewJob, Page, RedisStore, RedisTarget,
-    SettleAction, StoreError,
+    AnyStore, JobState, JobStore, ListFilter, NewJob, Page, RedisStore, RedisTarget, SettleAction,
+    StoreError,
 };
 
 use crate::redis_server::{RedisCluster, RedisServer};
@@ -52,7 +52,9 @@ async fn open(target: RedisTarget) -> RedisStore {
 async fn on_server() -> (AnyStore, Arc<RedisServer>) {
     let server = server();
     let target = RedisTarget::server(server.url()).with_namespace(namespace());
-    let store = AnyStore::open_redis(target).await.expect("connect to redis");
+    let store = AnyStore::open_redis(target)
+        .await
+        .expect("connect to redis");
     (store, server)
 }
 
@@ -60,7 +62,9 @@ async fn on_server() -> (AnyStore, Arc<RedisServer>) {
 async fn on_cluster() -> (AnyStore, Arc<RedisCluster>) {
     let cluster = cluster();
     let target = RedisTarget::cluster(cluster.urls()).with_namespace(namespace());
-    let store = AnyStore::open_redis(target).await.expect("connect to the cluster");
+    let store = AnyStore::open_redis(target)
+        .await
+        .expect("connect to the cluster");
     (store, cluster)
 }
 
@@ -191,7 +195,12 @@ async fn garbage_in_a_queue_is_moved_aside() {
         .clone();
     let waiting = store.queue_key("q", "waiting");
     let plant = |id: &str| {
-        server.cli(&["ZADD", &waiting, "-100", &format!("{:016}{id}", T0.0 + 10i64.pow(15))]);
+        server.cli(&[
+            "ZADD",
+            &waiting,
+            "-100",
+            &format!("{:016}{id}", T0.0 + 10i64.pow(15)),
+        ]);
         store.job_key(id).unwrap()
     };
     plant("q/no-hash");
@@ -199,9 +208,32 @@ async fn garbage_in_a_queue_is_moved_aside() {
     server.cli(&["HSET", &missing, "handler", "echo", "state", "waiting"]);
     let bad_number = plant("q/bad-number");
     server.cli(&[
-        "HSET", &bad_number, "id", "q/bad-number", "queue", "q", "handler", "echo", "payload",
-        "", "priority", "high", "state", "waiting", "attempts", "0", "max_attempts", "3",
-        "run_at", "0", "created_at", "0", "updated_at", "0", "history", "[]",
+        "HSET",
+        &bad_number,
+        "id",
+        "q/bad-number",
+        "queue",
+        "q",
+        "handler",
+        "echo",
+        "payload",
+        "",
+        "priority",
+        "high",
+        "state",
+        "waiting",
+        "attempts",
+        "0",
+        "max_attempts",
+        "3",
+        "run_at",
+        "0",
+        "created_at",
+        "0",
+        "updated_at",
+        "0",
+        "history",
+        "[]",
     ]);
     let string = plant("q/a-string");
     server.cli(&["SET", &string, "not a job"]);
@@ -213,7 +245,10 @@ async fn garbage_in_a_queue_is_moved_aside() {
     assert!(store.get("q/no-hash").await.unwrap().is_none());
     for (id, says) in [
         ("q/missing-fields", "field `payload` is missing"),
-        ("q/bad-number", "field `priority` is missing or not a valid integer"),
+        (
+            "q/bad-number",
+            "field `priority` is missing or not a valid integer",
+        ),
         ("q/a-string", "holds a string, not a hash"),
     ] {
         let job = store.get(id).await.unwrap().expect("kept as a failed job");
@@ -226,7 +261,10 @@ async fn garbage_in_a_queue_is_moved_aside() {
     assert_eq!(server.cli(&["GET", &aside]).trim(), "not a job");
 
     let counts = store.counts().await.unwrap();
-    assert_eq!((counts[0].failed, counts[0].active, counts[0].waiting), (3, 1, 0));
+    assert_eq!(
+        (counts[0].failed, counts[0].active, counts[0].waiting),
+        (3, 1, 0)
+    );
     let failed = ListFilter {
         queue: Some("q".to_owned()),
         state: Some(JobState::Failed),
@@ -249,13 +287,25 @@ async fn foreign_producer_enqueues_with_the_script() {
     let id = "mail/0190d1a2-0000-7000-8000-000000000001";
     let mut args: Vec<String> = vec!["EVAL".into(), script.into(), "10".into()];
     for name in [
-        "waiting", "scheduled", "active", "succeeded", "failed", "cancelled", "all", "unique",
+        "waiting",
+        "scheduled",
+        "active",
+        "succeeded",
+        "failed",
+        "cancelled",
+        "all",
+        "unique",
         "paused",
     ] {
         args.push(format!("{prefix}{name}"));
     }
     args.push(format!("{prefix}job:{id}"));
-    args.extend([prefix.clone(), "mail".into(), T0.0.to_string(), format!("{ns}:wake")]);
+    args.extend([
+        prefix.clone(),
+        "mail".into(),
+        T0.0.to_string(),
+        format!("{ns}:wake"),
+    ]);
     args.extend([id, "send-mail", "{\"to\":\"a@b.c\"}", "3", "", "5", "0", ""].map(String::from));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let reply = server.cli(&args);
@@ -263,7 +313,10 @@ async fn foreign_producer_enqueues_with_the_script() {
     server.cli(&["SADD", &format!("{ns}:queues"), "mail"]);
 
     let job = store.get(id).await.unwrap().expect("stored by the script");
-    assert_eq!((job.handler.as_str(), job.priority, job.max_attempts), ("send-mail", 3, 5));
+    assert_eq!(
+        (job.handler.as_str(), job.priority, job.max_attempts),
+        ("send-mail", 3, 5)
+    );
     let claimed = store.claim("mail", 1, "w", LEASE, T0).await.unwrap();
     assert_eq!(claimed[0].payload, b"{\"to\":\"a@b.c\"}");
     assert_eq!(store.counts().await.unwrap()[0].active, 1);

@@ -85,7 +85,14 @@ impl RedisServer {
     /// A server that fsyncs its append-only file on every write, so a restart keeps
     /// everything it acknowledged.
     pub fn persistent() -> Self {
-        Self::with_args(&["--save", "", "--appendonly", "yes", "--appendfsync", "always"])
+        Self::with_args(&[
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+        ])
     }
 
     fn with_args(args: &[&str]) -> Self {
@@ -215,7 +222,12 @@ impl RedisCluster {
     pub fn key_counts(&self) -> Vec<u64> {
         self.nodes
             .iter()
-            .map(|node| node.cli(&["DBSIZE"]).trim().parse().expect("DBSIZE is a number"))
+            .map(|node| {
+                node.cli(&["DBSIZE"])
+                    .trim()
+                    .parse()
+                    .expect("DBSIZE is a number")
+            })
             .collect()
     }
 }

@@ -382,14 +382,15 @@ async fn connect(target: &RedisTarget) -> StoreResult<Conn> {
             Ok(Conn::Server(manager))
         }
         RedisEndpoint::Cluster(nodes) => {
-            let client = redis::cluster::ClusterClientBuilder::new(nodes.iter().map(String::as_str))
-                .retries(u32::try_from(RECONNECT_ATTEMPTS).unwrap_or(u32::MAX))
-                .min_retry_wait(u64::try_from(RECONNECT_MIN_DELAY.as_millis()).unwrap_or(50))
-                .max_retry_wait(u64::try_from(RECONNECT_MAX_DELAY.as_millis()).unwrap_or(2_000))
-                .connection_timeout(CONNECT_TIMEOUT)
-                .response_timeout(RESPONSE_TIMEOUT)
-                .build()
-                .map_err(backend(context()))?;
+            let client =
+                redis::cluster::ClusterClientBuilder::new(nodes.iter().map(String::as_str))
+                    .retries(u32::try_from(RECONNECT_ATTEMPTS).unwrap_or(u32::MAX))
+                    .min_retry_wait(u64::try_from(RECONNECT_MIN_DELAY.as_millis()).unwrap_or(50))
+                    .max_retry_wait(u64::try_from(RECONNECT_MAX_DELAY.as_millis()).unwrap_or(2_000))
+                    .connection_timeout(CONNECT_TIMEOUT)
+                    .response_timeout(RESPONSE_TIMEOUT)
+                    .build()
+                    .map_err(backend(context()))?;
             let conn = client
                 .get_async_connection()
                 .await
@@ -572,7 +573,9 @@ impl Fields {
     fn text_opt(&mut self, field: &str) -> Result<Option<String>, String> {
         self.map
             .remove(field)
-            .map(|value| String::from_utf8(value).map_err(|_| format!("field `{field}` is not utf-8")))
+            .map(|value| {
+                String::from_utf8(value).map_err(|_| format!("field `{field}` is not utf-8"))
+            })
             .transpose()
     }
 
@@ -648,10 +651,12 @@ impl Fields {
 
 /// Decodes a job hash read by `get`/`list`; a bad one is `StoreError::Corrupt`.
 fn decode(id: &str, flat: Vec<Vec<u8>>) -> StoreResult<Job> {
-    Fields::new(flat).job().map_err(|reason| StoreError::Corrupt {
-        id: id.to_owned(),
-        reason,
-    })
+    Fields::new(flat)
+        .job()
+        .map_err(|reason| StoreError::Corrupt {
+            id: id.to_owned(),
+            reason,
+        })
 }
 
 /// Logs the `id, reason` pairs a script reported for broken entries it moved aside.
@@ -667,12 +672,10 @@ fn log_report(queue: &str, report: &[String]) {
 fn settle_args(settlement: &Settlement) -> StoreResult<(&'static str, String, Vec<u8>, String)> {
     let record = match (&settlement.action, &settlement.attempt) {
         (SettleAction::Release { .. }, _) | (_, None) => String::new(),
-        (_, Some(record)) => {
-            serde_json::to_string(record).map_err(|e| StoreError::Corrupt {
-                id: settlement.id.clone(),
-                reason: format!("attempt record cannot be encoded: {e}"),
-            })?
-        }
+        (_, Some(record)) => serde_json::to_string(record).map_err(|e| StoreError::Corrupt {
+            id: settlement.id.clone(),
+            reason: format!("attempt record cannot be encoded: {e}"),
+        })?,
     };
     let (action, at, text) = match &settlement.action {
         SettleAction::Succeed { result } => ("succeed", String::new(), result.clone()),
@@ -772,8 +775,12 @@ impl RedisStore {
         invocation.key(keys.job(id)).arg(id).arg(reason);
         let moved: Result<String, _> = invocation.invoke_async(&mut self.conn()).await;
         match moved {
-            Ok(reason) => tracing::error!(queue, job = %id, "moved a corrupt job aside as failed: {reason}"),
-            Err(e) => tracing::error!(queue, job = %id, "failed to move a corrupt job aside ({reason}): {e}"),
+            Ok(reason) => {
+                tracing::error!(queue, job = %id, "moved a corrupt job aside as failed: {reason}")
+            }
+            Err(e) => {
+                tracing::error!(queue, job = %id, "failed to move a corrupt job aside ({reason}): {e}")
+            }
         }
     }
 
@@ -842,7 +849,9 @@ impl RedisStore {
             let (recovered, report): (usize, Vec<String>) = invocation
                 .invoke_async(&mut self.conn())
                 .await
-                .map_err(backend(format!("recover expired leases in queue `{queue}`")))?;
+                .map_err(backend(format!(
+                    "recover expired leases in queue `{queue}`"
+                )))?;
             log_report(queue, &report);
             total += recovered;
             if recovered < MOVE_BATCH {
@@ -1050,7 +1059,8 @@ impl JobStore for RedisStore {
                 .await?;
         }
         // Report in input order, whatever order the queues were visited in.
-        let position: HashMap<&String, usize> = ids.iter().enumerate().map(|(i, id)| (id, i)).collect();
+        let position: HashMap<&String, usize> =
+            ids.iter().enumerate().map(|(i, id)| (id, i)).collect();
         for list in [&mut report.lost, &mut report.cancel_requested] {
             list.sort_by_key(|id| position.get(id).copied());
         }
@@ -1091,7 +1101,11 @@ impl JobStore for RedisStore {
             .invoke_async(&mut self.conn())
             .await
             .map_err(backend(format!("record progress of job `{id}`")))?;
-        if recorded == 1 { Ok(()) } else { Err(not_held()) }
+        if recorded == 1 {
+            Ok(())
+        } else {
+            Err(not_held())
+        }
     }
 
     async fn recover(&self, now: Timestamp) -> StoreResult<usize> {
@@ -1142,7 +1156,10 @@ impl JobStore for RedisStore {
                 jobs.insert(job.id.clone(), job);
             }
         }
-        Ok(order.into_iter().filter_map(|id| jobs.remove(&id)).collect())
+        Ok(order
+            .into_iter()
+            .filter_map(|id| jobs.remove(&id))
+            .collect())
     }
 
     async fn counts(&self) -> StoreResult<Vec<QueueCounts>> {
@@ -1193,10 +1210,11 @@ impl JobStore for RedisStore {
                 RetryTarget::One(id) => invocation.key(keys.job(id)).arg("one").arg(id),
                 RetryTarget::AllFailed { .. } => invocation.arg("all"),
             };
-            let (count, state): (usize, String) = invocation
-                .invoke_async(&mut self.conn())
-                .await
-                .map_err(backend(format!("retry failed jobs of queue `{queue}`")))?;
+            let (count, state): (usize, String) =
+                invocation
+                    .invoke_async(&mut self.conn())
+                    .await
+                    .map_err(backend(format!("retry failed jobs of queue `{queue}`")))?;
             if let (RetryTarget::One(id), 0) = (&target, count) {
                 return Err(match state.parse::<JobState>() {
                     Ok(state) => StoreError::InvalidState {
@@ -1284,7 +1302,9 @@ impl JobStore for RedisStore {
             let mut invocation = self.invocation(&SCRIPTS.prune, &keys, now);
             for ((_, max_age, _), keep) in rules.iter().zip(&keeps) {
                 let cutoff = max_age.map(|age| now.0.saturating_sub(millis(age)).to_string());
-                let keep = keep.as_ref().map(|keep| keep.get(queue).copied().unwrap_or(0));
+                let keep = keep
+                    .as_ref()
+                    .map(|keep| keep.get(queue).copied().unwrap_or(0));
                 invocation
                     .arg(cutoff.unwrap_or_default())
                     .arg(keep.map(|n| n.to_string()).unwrap_or_default());
