@@ -361,4 +361,38 @@ async fn redis_throughput() {
         jobs / enqueue_secs,
         jobs / process_secs
     );
+    println!(
+        "redis: idle wait to wake-up after an enqueue: {:?} on average",
+        wake_latency(&store).await
+    );
+}
+
+/// How long a host blocked in `wait` takes to return after another handle enqueues, averaged.
+async fn wake_latency(store: &RedisStore) -> Duration {
+    const ROUNDS: u32 = 100;
+    let producer = open(store.target().clone()).await;
+    let queues = ["latency".to_owned()];
+    let mut total = Duration::ZERO;
+    for round in 0..ROUNDS {
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let waiter = {
+            let (store, queues) = (store.clone(), queues.clone());
+            tokio::spawn(async move {
+                let wait = store.wait(&queues, Duration::from_secs(60));
+                let _ = ready_tx.send(());
+                wait.await.unwrap();
+                std::time::Instant::now()
+            })
+        };
+        ready_rx.await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let sent = std::time::Instant::now();
+        producer
+            .enqueue(vec![job("latency", &round.to_string())], T0)
+            .await
+            .unwrap();
+        total += waiter.await.unwrap() - sent;
+        store.claim("latency", 1, "w", LEASE, T0).await.unwrap();
+    }
+    total / ROUNDS
 }
