@@ -354,7 +354,6 @@ async fn redis_throughput() {
         done += claimed.len();
     }
     let process_secs = started.elapsed().as_secs_f64();
-    #[allow(clippy::cast_precision_loss)]
     let jobs = JOBS as f64;
     println!(
         "redis: enqueue {:.0} jobs/s, claim+settle {:.0} jobs/s",

@@ -11,8 +11,10 @@
 //!   within their queue.
 //! - Job ids are `QUEUE/UUIDv7` so `get(id)` knows the queue's keys without a lookup; the
 //!   queue is everything before the last `/`.
-//! - Idle hosts do not poll: scripts that make a job ready publish the queue's name on
-//!   `kiln:wake`, and `wait` blocks on that subscription (a dedicated RESP3 connection).
+//! - Idle hosts do not poll: scripts that add or requeue a job publish the queue's name on
+//!   `kiln:wake`, and `wait` blocks on that subscription (a dedicated RESP3 connection opened
+//!   with the store; on a cluster, to the first node that answers, since classic pub/sub
+//!   messages reach every node).
 //! - Redis going away is an error (`StoreError::Backend`), never a panic; both connection
 //!   kinds reconnect with backoff on the next call, and scripts are reloaded when a restarted
 //!   server has forgotten them.
@@ -965,7 +967,6 @@ impl RedisStore {
                 .query_async(&mut self.conn())
                 .await
                 .map_err(backend(format!("find finished jobs of queue `{queue}`")))?;
-            #[allow(clippy::cast_possible_truncation)]
             newest.extend(entries.into_iter().map(|(id, at)| (at as i64, id, index)));
         }
         newest.sort_by(|a, b| (b.0, order_key(&b.1)).cmp(&(a.0, order_key(&a.1))));
@@ -1352,7 +1353,6 @@ impl JobStore for RedisStore {
                 .query_async(&mut self.conn())
                 .await
                 .map_err(backend("find the next scheduled job"))?;
-            #[allow(clippy::cast_possible_truncation)]
             let at = first.first().map(|(_, at)| *at as i64);
             if let (false, Some(at)) = (paused, at) {
                 earliest = Some(earliest.map_or(at, |e| e.min(at)));
