@@ -2,6 +2,8 @@
 
 mod cli;
 mod config;
+mod redis;
+mod redis_server;
 mod registry;
 mod sandbox;
 mod store;

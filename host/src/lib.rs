@@ -8,7 +8,7 @@
 //! - `sandbox`: one attempt in a fresh store, and how it ended ([`Outcome`]).
 //! - `registry`: handler name -> loaded version; compiling and the artifact cache.
 //! - `reload`: the watcher that keeps the registry in step with the handlers directory.
-//! - `store`: the `JobStore` contract and its embedded (SQLite) implementation.
+//! - `store`: the `JobStore` contract and its embedded (SQLite) and Redis implementations.
 //! - `config`: `config.toml` (raw TOML -> validated `Config`, env overrides).
 //! - `cli`: the `kiln` command line.
 //! - `logging`: where the binary's `tracing` output goes.

@@ -16,6 +16,7 @@
 //! - Batches are atomic: one `claim` or one `settle` call is one transaction.
 
 pub mod embedded;
+pub mod redis;
 
 use std::fmt;
 use std::future::Future;
@@ -27,6 +28,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use embedded::{Durability, EmbeddedStore};
+pub use redis::{RedisEndpoint, RedisStore, RedisTarget};
 
 /// Attempts a job gets when the producer does not say (`NewJob::new`).
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
@@ -641,6 +643,8 @@ pub trait JobStore: Send + Sync {
 pub enum AnyStore {
     /// The SQLite file store.
     Embedded(EmbeddedStore),
+    /// The Redis (or Redis Cluster) store shared by many hosts.
+    Redis(RedisStore),
 }
 
 impl AnyStore {
@@ -649,6 +653,11 @@ impl AnyStore {
     pub fn open_embedded(path: impl AsRef<Path>) -> StoreResult<AnyStore> {
         EmbeddedStore::open(path, Durability::default()).map(AnyStore::Embedded)
     }
+
+    /// Connects to the Redis store at `target`; fails if no node answers.
+    pub async fn open_redis(target: RedisTarget) -> StoreResult<AnyStore> {
+        RedisStore::open(target).await.map(AnyStore::Redis)
+    }
 }
 
 /// Forwards one `JobStore` call to whichever store the enum holds.
@@ -656,6 +665,7 @@ macro_rules! delegate {
     ($self:ident, $store:ident => $call:expr) => {
         match $self {
             AnyStore::Embedded($store) => $call.await,
+            AnyStore::Redis($store) => $call.await,
         }
     };
 }

@@ -1,0 +1,1363 @@
+//! The Redis job store: many hosts on many machines share queues kept in one Redis server or
+//! Redis Cluster.
+//!
+//! Rules this module keeps:
+//! - Every change to jobs is one Lua script (`redis/*.lua`, run with EVALSHA), so it is atomic
+//!   and a crashed host never leaves a job half-moved. `lib.lua` holds the helpers and is
+//!   prepended to every script except `enqueue.lua`, the standalone producers' contract.
+//! - All keys of a queue share one hash tag (`kiln:{q:NAME}:...`), so every script touches a
+//!   single cluster slot and runs unchanged on Redis Cluster. The price: a batch (`enqueue`,
+//!   `settle`, `renew`) is atomic per queue, not across queues, and unique keys are unique
+//!   within their queue.
+//! - Job ids are `QUEUE/UUIDv7` so `get(id)` knows the queue's keys without a lookup; the
+//!   queue is everything before the last `/`.
+//! - Idle hosts do not poll: scripts that add or requeue a job publish the queue's name on
+//!   `kiln:wake`, and `wait` blocks on that subscription (a dedicated RESP3 connection opened
+//!   with the store; on a cluster, to the first node that answers, since classic pub/sub
+//!   messages reach every node).
+//! - Redis going away is an error (`StoreError::Backend`), never a panic; both connection
+//!   kinds reconnect with backoff on the next call, and scripts are reloaded when a restarted
+//!   server has forgotten them.
+//!
+//! The key layout and the job hash format are documented for producers in
+//! `redis/FORMAT.md`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, PushInfo, PushKind, RedisFuture, Script, ScriptInvocation, Value};
+use tokio::sync::Notify;
+
+use super::{
+    AttemptRecord, CancelOutcome, Enqueued, Job, JobState, JobStore, Lease, ListFilter, NewJob,
+    Page, Progress, QueueCounts, RenewReport, Retention, RetryTarget, SettleAction, Settlement,
+    StoreError, StoreResult, Timestamp,
+};
+
+/// Key prefix used when the configuration does not name one.
+pub const DEFAULT_NAMESPACE: &str = "kiln";
+
+/// Most jobs one `claim` call takes. Bounds how long one claim script holds Redis (scripts
+/// block the server); a worker asking for more simply gets this many.
+pub const MAX_CLAIM_BATCH: usize = 1_000;
+
+/// Most due scheduled jobs, and most expired leases, one script call moves. Keeps a backlog
+/// of thousands of delayed jobs from stalling the server in one script; the rest move on the
+/// next call.
+const MOVE_BATCH: usize = 1_000;
+
+/// How long connecting to a Redis node may take before the attempt fails.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long one command may wait for its reply. Longer than any script should run; a dead
+/// server is detected by this instead of hanging a worker.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Reconnect attempts (exponential backoff from `RECONNECT_MIN_DELAY` up to
+/// `RECONNECT_MAX_DELAY`) before a call fails with `StoreError::Backend`. The next call
+/// starts reconnecting again, so a host rides out a Redis restart of any length.
+const RECONNECT_ATTEMPTS: usize = 6;
+const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(50);
+const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(2);
+
+/// The nine per-queue keys every script receives as KEYS[1..9], in this order.
+const QUEUE_KEYS: [&str; 9] = [
+    "waiting",
+    "scheduled",
+    "active",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "all",
+    "unique",
+    "paused",
+];
+
+/// Where the Redis store lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisTarget {
+    /// One server or a cluster.
+    pub endpoint: RedisEndpoint,
+    /// Prefix of every key and of the wake channel, so several Kiln deployments (or test
+    /// runs) can share one Redis without seeing each other's jobs.
+    pub namespace: String,
+}
+
+/// A Redis deployment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisEndpoint {
+    /// One server: `redis://[user:pass@]host:port[/db]` (or `rediss://` with TLS support).
+    Server(String),
+    /// Redis Cluster: URLs of some of its nodes; the rest are discovered.
+    Cluster(Vec<String>),
+}
+
+impl RedisTarget {
+    /// One server at `url`, with the default namespace.
+    pub fn server(url: impl Into<String>) -> Self {
+        RedisTarget {
+            endpoint: RedisEndpoint::Server(url.into()),
+            namespace: DEFAULT_NAMESPACE.to_owned(),
+        }
+    }
+
+    /// A cluster reached through `nodes`, with the default namespace.
+    pub fn cluster(nodes: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        RedisTarget {
+            endpoint: RedisEndpoint::Cluster(nodes.into_iter().map(Into::into).collect()),
+            namespace: DEFAULT_NAMESPACE.to_owned(),
+        }
+    }
+
+    /// The same target with another key namespace.
+    pub fn with_namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
+    /// The node URLs, for error messages and the wake subscription.
+    fn urls(&self) -> Vec<String> {
+        match &self.endpoint {
+            RedisEndpoint::Server(url) => vec![url.clone()],
+            RedisEndpoint::Cluster(nodes) => nodes.clone(),
+        }
+    }
+}
+
+impl From<crate::config::RedisTarget> for RedisTarget {
+    /// The configured deployment, with the default namespace.
+    fn from(config: crate::config::RedisTarget) -> Self {
+        match config {
+            crate::config::RedisTarget::Server(url) => RedisTarget::server(url),
+            crate::config::RedisTarget::Cluster(nodes) => RedisTarget::cluster(nodes),
+        }
+    }
+}
+
+/// The compiled scripts, hashed once per process.
+struct Scripts {
+    enqueue: Script,
+    claim: Script,
+    renew: Script,
+    settle: Script,
+    progress: Script,
+    recover: Script,
+    cancel: Script,
+    retry: Script,
+    clear: Script,
+    prune: Script,
+    quarantine: Script,
+}
+
+const LIB: &str = include_str!("redis/lib.lua");
+
+/// A script with `lib.lua` in front of it.
+fn with_lib(body: &str) -> Script {
+    Script::new(&format!("{LIB}\n{body}"))
+}
+
+static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+    enqueue: Script::new(include_str!("redis/enqueue.lua")),
+    claim: with_lib(include_str!("redis/claim.lua")),
+    renew: with_lib(include_str!("redis/renew.lua")),
+    settle: with_lib(include_str!("redis/settle.lua")),
+    progress: with_lib(include_str!("redis/progress.lua")),
+    recover: with_lib(include_str!("redis/recover.lua")),
+    cancel: with_lib(include_str!("redis/cancel.lua")),
+    retry: with_lib(include_str!("redis/retry.lua")),
+    clear: with_lib(include_str!("redis/clear.lua")),
+    prune: with_lib(include_str!("redis/prune.lua")),
+    quarantine: with_lib(include_str!("redis/quarantine.lua")),
+});
+
+/// A multiplexed connection to a server or a cluster. Both kinds reconnect by themselves and
+/// are cheap to clone; clones share the socket(s).
+#[derive(Clone)]
+enum Conn {
+    Server(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Server(conn) => conn.req_packed_command(cmd),
+            Conn::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Server(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Server(conn) => conn.get_db(),
+            Conn::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
+/// Maps a Redis error to `StoreError::Backend`, building the context only on failure.
+fn backend(context: impl Into<String>) -> impl FnOnce(redis::RedisError) -> StoreError {
+    move |source| StoreError::Backend {
+        context: context.into(),
+        source: Box::new(source),
+    }
+}
+
+/// A reply that did not have the shape a script promises.
+fn bad_reply(context: &str, detail: impl Into<String>) -> StoreError {
+    StoreError::Backend {
+        context: context.to_owned(),
+        source: detail.into().into(),
+    }
+}
+
+/// The queue a Redis job id belongs to (everything before the last `/`).
+pub fn queue_of(id: &str) -> Option<&str> {
+    id.rsplit_once('/').map(|(queue, _)| queue)
+}
+
+/// The time-ordered part of an id (after the last `/`), used to sort across queues.
+fn order_key(id: &str) -> &str {
+    id.rsplit_once('/').map_or(id, |(_, uuid)| uuid)
+}
+
+/// The names of one queue's keys.
+struct QueueKeys<'a> {
+    /// `<namespace>:{q:<queue>}:`
+    prefix: String,
+    queue: &'a str,
+}
+
+impl<'a> QueueKeys<'a> {
+    fn new(namespace: &str, queue: &'a str) -> Self {
+        QueueKeys {
+            prefix: format!("{namespace}:{{q:{queue}}}:"),
+            queue,
+        }
+    }
+
+    fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    fn job(&self, id: &str) -> String {
+        format!("{}job:{id}", self.prefix)
+    }
+}
+
+/// Who is blocked in `wait`, per queue. Each waiter owns a `Notify`; a wake-up for a queue
+/// calls `notify_one` on every waiter registered for it, which stores a permit if the waiter
+/// has not started awaiting yet, so a wake-up between registering and awaiting is not lost.
+#[derive(Default)]
+struct Wakers {
+    by_queue: Mutex<HashMap<String, Vec<Arc<Notify>>>>,
+}
+
+impl Wakers {
+    fn register(&self, queues: &[String], waiter: &Arc<Notify>) {
+        let mut map = self.by_queue.lock().unwrap_or_else(PoisonError::into_inner);
+        for queue in queues {
+            map.entry(queue.clone())
+                .or_default()
+                .push(Arc::clone(waiter));
+        }
+    }
+
+    fn unregister(&self, queues: &[String], waiter: &Arc<Notify>) {
+        let mut map = self.by_queue.lock().unwrap_or_else(PoisonError::into_inner);
+        for queue in queues {
+            if let Some(list) = map.get_mut(queue) {
+                list.retain(|other| !Arc::ptr_eq(other, waiter));
+                if list.is_empty() {
+                    map.remove(queue);
+                }
+            }
+        }
+    }
+
+    fn wake(&self, queue: &str) {
+        let map = self.by_queue.lock().unwrap_or_else(PoisonError::into_inner);
+        for waiter in map.get(queue).into_iter().flatten() {
+            waiter.notify_one();
+        }
+    }
+
+    /// After the subscription dropped, wake everyone: messages may have been missed.
+    fn wake_all(&self) {
+        let map = self.by_queue.lock().unwrap_or_else(PoisonError::into_inner);
+        for waiter in map.values().flatten() {
+            waiter.notify_one();
+        }
+    }
+
+    /// Handles one message pushed on the wake subscription.
+    fn on_push(&self, push: PushInfo) {
+        match push.kind {
+            PushKind::Message => {
+                if let Some(Value::BulkString(queue)) = push.data.get(1) {
+                    self.wake(&String::from_utf8_lossy(queue));
+                }
+            }
+            PushKind::Disconnection | PushKind::Subscribe => self.wake_all(),
+            _ => {}
+        }
+    }
+}
+
+/// A waiter registered for some queues; unregisters when `wait` returns or is dropped.
+struct Registration<'a> {
+    wakers: &'a Wakers,
+    queues: &'a [String],
+    waiter: Arc<Notify>,
+}
+
+impl<'a> Registration<'a> {
+    fn new(wakers: &'a Wakers, queues: &'a [String]) -> Self {
+        let waiter = Arc::new(Notify::new());
+        wakers.register(queues, &waiter);
+        Registration {
+            wakers,
+            queues,
+            waiter,
+        }
+    }
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        self.wakers.unregister(self.queues, &self.waiter);
+    }
+}
+
+/// The Redis job store. Cheap to clone; clones share connections. It is also the client
+/// producers in Rust use: open it and call `enqueue` / `get`.
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    target: RedisTarget,
+    /// Commands and scripts.
+    conn: Conn,
+    /// The dedicated RESP3 connection subscribed to the wake channel. Opened with the store,
+    /// so a `wait` that registers before its first await cannot miss a wake-up.
+    subscriber: ConnectionManager,
+    wakers: Arc<Wakers>,
+    /// Queues this handle has already added to the `<namespace>:queues` registry, so enqueue
+    /// pays for the `SADD` once per queue.
+    registered: Mutex<HashSet<String>>,
+}
+
+/// Reconnect and timeout settings shared by the command and subscriber connections.
+fn manager_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_number_of_retries(RECONNECT_ATTEMPTS)
+        .set_min_delay(RECONNECT_MIN_DELAY)
+        .set_max_delay(RECONNECT_MAX_DELAY)
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+}
+
+async fn connect(target: &RedisTarget) -> StoreResult<Conn> {
+    let context = || format!("connect to redis at {}", target.urls().join(", "));
+    match &target.endpoint {
+        RedisEndpoint::Server(url) => {
+            let client = redis::Client::open(url.as_str()).map_err(backend(context()))?;
+            let manager = ConnectionManager::new_with_config(client, manager_config())
+                .await
+                .map_err(backend(context()))?;
+            Ok(Conn::Server(manager))
+        }
+        RedisEndpoint::Cluster(nodes) => {
+            let client =
+                redis::cluster::ClusterClientBuilder::new(nodes.iter().map(String::as_str))
+                    .retries(u32::try_from(RECONNECT_ATTEMPTS).unwrap_or(u32::MAX))
+                    .min_retry_wait(u64::try_from(RECONNECT_MIN_DELAY.as_millis()).unwrap_or(50))
+                    .max_retry_wait(u64::try_from(RECONNECT_MAX_DELAY.as_millis()).unwrap_or(2_000))
+                    .connection_timeout(CONNECT_TIMEOUT)
+                    .response_timeout(RESPONSE_TIMEOUT)
+                    .build()
+                    .map_err(backend(context()))?;
+            let conn = client
+                .get_async_connection()
+                .await
+                .map_err(backend(context()))?;
+            Ok(Conn::Cluster(conn))
+        }
+    }
+}
+
+/// Opens the wake subscription on the first node that answers. Classic pub/sub messages
+/// reach every node of a cluster, so any node will do.
+async fn subscribe(target: &RedisTarget, wakers: &Arc<Wakers>) -> StoreResult<ConnectionManager> {
+    let channel = format!("{}:wake", target.namespace);
+    let mut last_error = None;
+    for url in target.urls() {
+        let wakers = Arc::clone(wakers);
+        let sender = move |push: PushInfo| -> Result<(), std::convert::Infallible> {
+            wakers.on_push(push);
+            Ok(())
+        };
+        let attempt = async {
+            let client = redis::Client::open(url.as_str())?;
+            let info = client.get_connection_info().clone();
+            let settings = info
+                .redis_settings()
+                .clone()
+                .set_protocol(redis::ProtocolVersion::RESP3);
+            let client = redis::Client::open(info.set_redis_settings(settings))?;
+            let config = manager_config()
+                .set_push_sender(sender)
+                .set_automatic_resubscription();
+            let mut manager = ConnectionManager::new_with_config(client, config).await?;
+            manager.subscribe(&channel).await?;
+            Ok::<_, redis::RedisError>(manager)
+        };
+        match attempt.await {
+            Ok(manager) => return Ok(manager),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    let context = format!("subscribe to `{channel}`");
+    Err(match last_error {
+        Some(e) => backend(context)(e),
+        None => bad_reply(&context, "no redis node urls configured"),
+    })
+}
+
+impl RedisStore {
+    /// Connects to `target`. Fails with `StoreError::Backend` if no node answers; after that,
+    /// lost connections are re-established by later calls.
+    pub async fn open(target: RedisTarget) -> StoreResult<Self> {
+        let conn = connect(&target).await?;
+        let wakers = Arc::new(Wakers::default());
+        let subscriber = subscribe(&target, &wakers).await?;
+        Ok(RedisStore {
+            inner: Arc::new(Inner {
+                target,
+                conn,
+                subscriber,
+                wakers,
+                registered: Mutex::new(HashSet::new()),
+            }),
+        })
+    }
+
+    /// Where this store lives.
+    pub fn target(&self) -> &RedisTarget {
+        &self.inner.target
+    }
+
+    /// The Redis key of job `id`'s hash (see FORMAT.md), or `None` if `id` names no queue.
+    pub fn job_key(&self, id: &str) -> Option<String> {
+        queue_of(id).map(|queue| self.keys(queue).job(id))
+    }
+
+    /// The Redis key `name` (`waiting`, `scheduled`, ...) of `queue`.
+    pub fn queue_key(&self, queue: &str, name: &str) -> String {
+        self.keys(queue).key(name)
+    }
+
+    fn keys<'a>(&self, queue: &'a str) -> QueueKeys<'a> {
+        QueueKeys::new(&self.inner.target.namespace, queue)
+    }
+
+    fn conn(&self) -> Conn {
+        self.inner.conn.clone()
+    }
+
+    fn registry_key(&self) -> String {
+        format!("{}:queues", self.inner.target.namespace)
+    }
+
+    fn wake_channel(&self) -> String {
+        format!("{}:wake", self.inner.target.namespace)
+    }
+
+    /// Starts an invocation of `script` on `queue` with the common KEYS and ARGV.
+    fn invocation<'s>(
+        &self,
+        script: &'s Script,
+        keys: &QueueKeys<'_>,
+        now: Timestamp,
+    ) -> ScriptInvocation<'s> {
+        let mut invocation = script.prepare_invoke();
+        for name in QUEUE_KEYS {
+            invocation.key(keys.key(name));
+        }
+        invocation
+            .arg(&keys.prefix)
+            .arg(keys.queue)
+            .arg(now.0)
+            .arg(self.wake_channel());
+        invocation
+    }
+
+    /// Adds `queue` to the registry that `counts`, `list` and `recover` walk.
+    async fn register_queue(&self, queue: &str) -> StoreResult<()> {
+        let known = self
+            .inner
+            .registered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(queue);
+        if known {
+            return Ok(());
+        }
+        redis::cmd("SADD")
+            .arg(self.registry_key())
+            .arg(queue)
+            .exec_async(&mut self.conn())
+            .await
+            .map_err(backend(format!("register queue `{queue}`")))?;
+        self.inner
+            .registered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(queue.to_owned());
+        Ok(())
+    }
+
+    /// Every queue that ever had a job or was paused, sorted.
+    async fn queues(&self) -> StoreResult<Vec<String>> {
+        let mut queues: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.registry_key())
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend("list queues"))?;
+        queues.sort();
+        Ok(queues)
+    }
+}
+
+/// One job hash, field name -> value, while it is decoded.
+struct Fields {
+    id: String,
+    map: HashMap<String, Vec<u8>>,
+}
+
+impl Fields {
+    /// From an `HGETALL` reply (field, value, field, value, ...).
+    fn new(flat: Vec<Vec<u8>>) -> Self {
+        let mut map = HashMap::with_capacity(flat.len() / 2);
+        let mut items = flat.into_iter();
+        while let (Some(field), Some(value)) = (items.next(), items.next()) {
+            map.insert(String::from_utf8_lossy(&field).into_owned(), value);
+        }
+        let id = map
+            .get("id")
+            .map(|id| String::from_utf8_lossy(id).into_owned())
+            .unwrap_or_default();
+        Fields { id, map }
+    }
+
+    fn bytes(&mut self, field: &str) -> Result<Vec<u8>, String> {
+        self.map
+            .remove(field)
+            .ok_or_else(|| format!("field `{field}` is missing"))
+    }
+
+    fn text_opt(&mut self, field: &str) -> Result<Option<String>, String> {
+        self.map
+            .remove(field)
+            .map(|value| {
+                String::from_utf8(value).map_err(|_| format!("field `{field}` is not utf-8"))
+            })
+            .transpose()
+    }
+
+    fn text(&mut self, field: &str) -> Result<String, String> {
+        self.text_opt(field)?
+            .ok_or_else(|| format!("field `{field}` is missing"))
+    }
+
+    fn number_opt<T: std::str::FromStr>(&mut self, field: &str) -> Result<Option<T>, String> {
+        self.text_opt(field)?
+            .map(|text| {
+                text.parse()
+                    .map_err(|_| format!("field `{field}` is not a valid number: `{text}`"))
+            })
+            .transpose()
+    }
+
+    fn number<T: std::str::FromStr>(&mut self, field: &str) -> Result<T, String> {
+        self.number_opt(field)?
+            .ok_or_else(|| format!("field `{field}` is missing"))
+    }
+
+    fn time_opt(&mut self, field: &str) -> Result<Option<Timestamp>, String> {
+        Ok(self.number_opt(field)?.map(Timestamp))
+    }
+
+    fn time(&mut self, field: &str) -> Result<Timestamp, String> {
+        self.number(field).map(Timestamp)
+    }
+
+    /// The job these fields describe, or why they do not describe one.
+    fn job(mut self) -> Result<Job, String> {
+        let state: JobState = self.text("state")?.parse().map_err(|e| format!("{e}"))?;
+        let history: Vec<AttemptRecord> = serde_json::from_str(&self.text("history")?)
+            .map_err(|e| format!("attempt history is not valid json: {e}"))?;
+        let lease = match (
+            self.text_opt("lease_owner")?,
+            self.time_opt("lease_expires_at")?,
+        ) {
+            (Some(owner), Some(expires_at)) => Some(Lease { owner, expires_at }),
+            _ => None,
+        };
+        let progress = match self.number_opt::<u8>("progress_percent")? {
+            Some(percent) => Some(Progress {
+                percent,
+                message: self.text_opt("progress_message")?,
+            }),
+            None => None,
+        };
+        Ok(Job {
+            id: self.text("id")?,
+            handler: self.text("handler")?,
+            queue: self.text("queue")?,
+            payload: self.bytes("payload")?,
+            priority: self.number("priority")?,
+            state,
+            attempts: self.number("attempts")?,
+            max_attempts: self.number("max_attempts")?,
+            run_at: self.time("run_at")?,
+            lease,
+            result: self.map.remove("result"),
+            error: self.text_opt("error")?,
+            progress,
+            unique_key: self.text_opt("unique_key")?,
+            cancel_requested: self.text_opt("cancel_requested")?.as_deref() == Some("1"),
+            created_at: self.time("created_at")?,
+            updated_at: self.time("updated_at")?,
+            finished_at: self.time_opt("finished_at")?,
+            history,
+        })
+    }
+}
+
+/// Decodes a job hash read by `get`/`list`; a bad one is `StoreError::Corrupt`.
+fn decode(id: &str, flat: Vec<Vec<u8>>) -> StoreResult<Job> {
+    Fields::new(flat)
+        .job()
+        .map_err(|reason| StoreError::Corrupt {
+            id: id.to_owned(),
+            reason,
+        })
+}
+
+/// Logs the `id, reason` pairs a script reported for broken entries it moved aside.
+fn log_report(queue: &str, report: &[String]) {
+    for pair in report.chunks(2) {
+        if let [id, reason] = pair {
+            tracing::error!(queue, job = %id, "broken job entry in redis: {reason}");
+        }
+    }
+}
+
+/// Settlement arguments for `settle.lua`: action, at, text, attempt JSON.
+fn settle_args(settlement: &Settlement) -> StoreResult<(&'static str, String, Vec<u8>, String)> {
+    let record = match (&settlement.action, &settlement.attempt) {
+        (SettleAction::Release { .. }, _) | (_, None) => String::new(),
+        (_, Some(record)) => serde_json::to_string(record).map_err(|e| StoreError::Corrupt {
+            id: settlement.id.clone(),
+            reason: format!("attempt record cannot be encoded: {e}"),
+        })?,
+    };
+    let (action, at, text) = match &settlement.action {
+        SettleAction::Succeed { result } => ("succeed", String::new(), result.clone()),
+        SettleAction::Retry { at, error } => ("retry", at.0.to_string(), error.clone().into()),
+        SettleAction::Fail { error } => ("fail", String::new(), error.clone().into()),
+        SettleAction::Cancel => ("cancel", String::new(), Vec::new()),
+        SettleAction::Release { at } => ("release", at.0.to_string(), Vec::new()),
+    };
+    Ok((action, at, text, record))
+}
+
+/// Groups items by the queue their id names, keeping input order within each group. Items
+/// whose id names no queue are returned separately.
+fn group_by_queue<T>(
+    items: impl IntoIterator<Item = T>,
+    id: impl Fn(&T) -> &str,
+) -> (BTreeMap<String, Vec<T>>, Vec<T>) {
+    let mut groups: BTreeMap<String, Vec<T>> = BTreeMap::new();
+    let mut orphans = Vec::new();
+    for item in items {
+        match queue_of(id(&item)) {
+            Some(queue) => groups.entry(queue.to_owned()).or_default().push(item),
+            None => orphans.push(item),
+        }
+    }
+    (groups, orphans)
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The per-state finished sets `prune` works on, with their retention rules.
+fn retention_rules(policy: &Retention) -> [(&'static str, Option<Duration>, Option<usize>); 3] {
+    [
+        (
+            "succeeded",
+            policy.succeeded_max_age,
+            policy.succeeded_max_count,
+        ),
+        ("failed", policy.failed_max_age, policy.failed_max_count),
+        (
+            "cancelled",
+            policy.cancelled_max_age,
+            policy.cancelled_max_count,
+        ),
+    ]
+}
+
+impl RedisStore {
+    /// Enqueues jobs that all belong to `queue` in one script call.
+    async fn enqueue_queue(
+        &self,
+        queue: &str,
+        jobs: &[NewJob],
+        now: Timestamp,
+    ) -> StoreResult<Vec<Enqueued>> {
+        self.register_queue(queue).await?;
+        let keys = self.keys(queue);
+        let mut invocation = self.invocation(&SCRIPTS.enqueue, &keys, now);
+        for job in jobs {
+            let id = format!("{queue}/{}", uuid::Uuid::now_v7());
+            invocation
+                .key(keys.job(&id))
+                .arg(&id)
+                .arg(&job.handler)
+                .arg(job.payload.as_slice())
+                .arg(job.priority)
+                .arg(job.run_at.map(|at| at.0.to_string()).unwrap_or_default())
+                .arg(job.max_attempts)
+                .arg(if job.unique_key.is_some() { "1" } else { "0" })
+                .arg(job.unique_key.as_deref().unwrap_or(""));
+        }
+        let context = format!("enqueue jobs in queue `{queue}`");
+        let reply: Vec<Value> = invocation
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend(context.clone()))?;
+        let mut results = Vec::with_capacity(jobs.len());
+        for pair in reply.chunks(2) {
+            match pair {
+                [Value::BulkString(id), Value::Int(existing)] => results.push(Enqueued {
+                    id: String::from_utf8_lossy(id).into_owned(),
+                    existing: *existing == 1,
+                }),
+                _ => return Err(bad_reply(&context, format!("unexpected reply {pair:?}"))),
+            }
+        }
+        Ok(results)
+    }
+
+    /// Moves a claimed job the host cannot decode aside as failed, so it cannot block its
+    /// queue, and logs why.
+    async fn quarantine(&self, queue: &str, id: &str, reason: &str, now: Timestamp) {
+        let keys = self.keys(queue);
+        let mut invocation = self.invocation(&SCRIPTS.quarantine, &keys, now);
+        invocation.key(keys.job(id)).arg(id).arg(reason);
+        let moved: Result<String, _> = invocation.invoke_async(&mut self.conn()).await;
+        match moved {
+            Ok(reason) => {
+                tracing::error!(queue, job = %id, "moved a corrupt job aside as failed: {reason}")
+            }
+            Err(e) => {
+                tracing::error!(queue, job = %id, "failed to move a corrupt job aside ({reason}): {e}")
+            }
+        }
+    }
+
+    /// Renews `owner`'s leases on jobs of one queue; adds to `report`.
+    async fn renew_queue(
+        &self,
+        queue: &str,
+        ids: &[&String],
+        owner: &str,
+        (now, expires_at): (Timestamp, Timestamp),
+        report: &mut RenewReport,
+    ) -> StoreResult<()> {
+        let keys = self.keys(queue);
+        let mut invocation = self.invocation(&SCRIPTS.renew, &keys, now);
+        invocation.arg(owner).arg(expires_at.0);
+        for id in ids {
+            invocation.key(keys.job(id)).arg(id.as_str());
+        }
+        let codes: Vec<i64> = invocation
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend(format!("renew leases in queue `{queue}`")))?;
+        for (id, code) in ids.iter().zip(codes) {
+            match code {
+                0 => report.lost.push((*id).clone()),
+                2 => report.cancel_requested.push((*id).clone()),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Settles jobs of one queue in one script call; returns the stale ids.
+    async fn settle_queue(
+        &self,
+        queue: &str,
+        batch: &[Settlement],
+        now: Timestamp,
+    ) -> StoreResult<Vec<String>> {
+        let keys = self.keys(queue);
+        let mut invocation = self.invocation(&SCRIPTS.settle, &keys, now);
+        for settlement in batch {
+            let (action, at, text, record) = settle_args(settlement)?;
+            invocation
+                .key(keys.job(&settlement.id))
+                .arg(&settlement.id)
+                .arg(&settlement.owner)
+                .arg(action)
+                .arg(at)
+                .arg(text)
+                .arg(record);
+        }
+        invocation
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend(format!("settle jobs in queue `{queue}`")))
+    }
+
+    /// Runs the reaper on one queue until it has nothing more to move.
+    async fn recover_queue(&self, queue: &str, now: Timestamp) -> StoreResult<usize> {
+        let keys = self.keys(queue);
+        let mut total = 0;
+        loop {
+            let mut invocation = self.invocation(&SCRIPTS.recover, &keys, now);
+            invocation.arg(MOVE_BATCH).arg(MOVE_BATCH);
+            let (recovered, report): (usize, Vec<String>) = invocation
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(backend(format!(
+                    "recover expired leases in queue `{queue}`"
+                )))?;
+            log_report(queue, &report);
+            total += recovered;
+            if recovered < MOVE_BATCH {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Reads job hashes of one queue in one pipeline; missing ones are skipped.
+    async fn read_jobs(&self, queue: &str, ids: &[String]) -> StoreResult<Vec<Job>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = self.keys(queue);
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.cmd("HGETALL").arg(keys.job(id));
+        }
+        let hashes: Vec<Vec<Vec<u8>>> = pipe
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend(format!("read jobs of queue `{queue}`")))?;
+        let mut jobs = Vec::with_capacity(ids.len());
+        for (id, flat) in ids.iter().zip(hashes) {
+            if !flat.is_empty() {
+                jobs.push(decode(id, flat)?);
+            }
+        }
+        Ok(jobs)
+    }
+
+    /// The newest `count` ids of one queue (in `state` if given), newest first.
+    async fn newest_ids(
+        &self,
+        queue: &str,
+        state: Option<JobState>,
+        count: usize,
+    ) -> StoreResult<Vec<String>> {
+        let keys = self.keys(queue);
+        let context = format!("list jobs of queue `{queue}`");
+        let stop = i64::try_from(count).unwrap_or(i64::MAX) - 1;
+        let Some(state) = state else {
+            return redis::cmd("ZREVRANGE")
+                .arg(keys.key("all"))
+                .arg(0)
+                .arg(stop)
+                .query_async(&mut self.conn())
+                .await
+                .map_err(backend(context));
+        };
+        // State sets are ordered for the lifecycle, not by age: sort their ids (time-ordered
+        // UUIDs) here. Costs one read of the whole set, which listing is rare enough for.
+        let members: Vec<String> = redis::cmd("ZRANGE")
+            .arg(keys.key(state.as_str()))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend(context))?;
+        let mut ids: Vec<String> = members
+            .into_iter()
+            .map(|member| match state {
+                JobState::Waiting => member.get(16..).unwrap_or_default().to_owned(),
+                _ => member,
+            })
+            .collect();
+        ids.sort_by(|a, b| order_key(b).cmp(order_key(a)));
+        ids.truncate(count);
+        Ok(ids)
+    }
+
+    /// Whether any of `queues` is unpaused and has a waiting job.
+    async fn any_ready(&self, queues: &[String]) -> StoreResult<bool> {
+        for queue in queues {
+            let keys = self.keys(queue);
+            let (waiting, paused): (u64, bool) = redis::pipe()
+                .cmd("ZCARD")
+                .arg(keys.key("waiting"))
+                .cmd("EXISTS")
+                .arg(keys.key("paused"))
+                .query_async(&mut self.conn())
+                .await
+                .map_err(backend("check for waiting jobs"))?;
+            if waiting > 0 && !paused {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// How many of each queue's finished jobs in `state` survive keeping the `count` most
+    /// recently finished across all queues (the retention limit is global, the sets are per
+    /// queue).
+    async fn keep_counts(
+        &self,
+        queues: &[String],
+        state: &str,
+        count: usize,
+    ) -> StoreResult<HashMap<String, usize>> {
+        let stop = i64::try_from(count).unwrap_or(i64::MAX).saturating_sub(1);
+        let mut newest: Vec<(i64, String, usize)> = Vec::new();
+        for (index, queue) in queues.iter().enumerate() {
+            if count == 0 {
+                break;
+            }
+            let entries: Vec<(String, f64)> = redis::cmd("ZREVRANGE")
+                .arg(self.keys(queue).key(state))
+                .arg(0)
+                .arg(stop)
+                .arg("WITHSCORES")
+                .query_async(&mut self.conn())
+                .await
+                .map_err(backend(format!("find finished jobs of queue `{queue}`")))?;
+            newest.extend(entries.into_iter().map(|(id, at)| (at as i64, id, index)));
+        }
+        newest.sort_by(|a, b| (b.0, order_key(&b.1)).cmp(&(a.0, order_key(&a.1))));
+        newest.truncate(count);
+        let mut keep: HashMap<String, usize> =
+            queues.iter().map(|queue| (queue.clone(), 0)).collect();
+        for (_, _, index) in newest {
+            *keep.entry(queues[index].clone()).or_default() += 1;
+        }
+        Ok(keep)
+    }
+}
+
+impl JobStore for RedisStore {
+    async fn enqueue(&self, jobs: Vec<NewJob>, now: Timestamp) -> StoreResult<Vec<Enqueued>> {
+        if let Some(bad) = jobs.iter().find(|job| job.max_attempts == 0) {
+            return Err(StoreError::InvalidJob {
+                handler: bad.handler.clone(),
+                reason: "max_attempts must be at least 1".to_owned(),
+            });
+        }
+        let mut by_queue: BTreeMap<String, (Vec<usize>, Vec<NewJob>)> = BTreeMap::new();
+        for (index, job) in jobs.into_iter().enumerate() {
+            let entry = by_queue.entry(job.queue.clone()).or_default();
+            entry.0.push(index);
+            entry.1.push(job);
+        }
+        let mut results: Vec<Option<Enqueued>> = Vec::new();
+        for (queue, (indices, batch)) in by_queue {
+            let enqueued = self.enqueue_queue(&queue, &batch, now).await?;
+            for (index, result) in indices.into_iter().zip(enqueued) {
+                if results.len() <= index {
+                    results.resize(index + 1, None);
+                }
+                results[index] = Some(result);
+            }
+        }
+        Ok(results.into_iter().flatten().collect())
+    }
+
+    async fn claim(
+        &self,
+        queue: &str,
+        max: usize,
+        owner: &str,
+        lease: Duration,
+        now: Timestamp,
+    ) -> StoreResult<Vec<Job>> {
+        let max = max.min(MAX_CLAIM_BATCH);
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let keys = self.keys(queue);
+        let mut invocation = self.invocation(&SCRIPTS.claim, &keys, now);
+        invocation
+            .arg(max)
+            .arg(owner)
+            .arg((now + lease).0)
+            .arg(MOVE_BATCH);
+        let (claimed, report): (Vec<Vec<Vec<u8>>>, Vec<String>) = invocation
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend(format!("claim jobs from queue `{queue}`")))?;
+        log_report(queue, &report);
+        let mut jobs = Vec::with_capacity(claimed.len());
+        for flat in claimed {
+            let fields = Fields::new(flat);
+            let id = fields.id.clone();
+            match fields.job() {
+                Ok(job) => jobs.push(job),
+                Err(reason) => self.quarantine(queue, &id, &reason, now).await,
+            }
+        }
+        Ok(jobs)
+    }
+
+    async fn renew(
+        &self,
+        ids: &[String],
+        owner: &str,
+        lease: Duration,
+        now: Timestamp,
+    ) -> StoreResult<RenewReport> {
+        let (groups, orphans) = group_by_queue(ids, |id| id.as_str());
+        let mut report = RenewReport {
+            lost: orphans.into_iter().cloned().collect(),
+            cancel_requested: Vec::new(),
+        };
+        for (queue, ids) in groups {
+            self.renew_queue(&queue, &ids, owner, (now, now + lease), &mut report)
+                .await?;
+        }
+        // Report in input order, whatever order the queues were visited in.
+        let position: HashMap<&String, usize> =
+            ids.iter().enumerate().map(|(i, id)| (id, i)).collect();
+        for list in [&mut report.lost, &mut report.cancel_requested] {
+            list.sort_by_key(|id| position.get(id).copied());
+        }
+        Ok(report)
+    }
+
+    async fn settle(&self, batch: Vec<Settlement>, now: Timestamp) -> StoreResult<Vec<String>> {
+        let order: Vec<String> = batch.iter().map(|s| s.id.clone()).collect();
+        let (groups, orphans) = group_by_queue(batch, |s| s.id.as_str());
+        let mut stale: HashSet<String> = orphans.into_iter().map(|s| s.id).collect();
+        for (queue, batch) in groups {
+            stale.extend(self.settle_queue(&queue, &batch, now).await?);
+        }
+        Ok(order.into_iter().filter(|id| stale.contains(id)).collect())
+    }
+
+    async fn progress(
+        &self,
+        id: &str,
+        owner: &str,
+        progress: Progress,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        let not_held = || StoreError::LeaseNotHeld {
+            id: id.to_owned(),
+            owner: owner.to_owned(),
+        };
+        let queue = queue_of(id).ok_or_else(not_held)?;
+        let keys = self.keys(queue);
+        let mut invocation = self.invocation(&SCRIPTS.progress, &keys, now);
+        invocation
+            .key(keys.job(id))
+            .arg(owner)
+            .arg(progress.percent.min(100))
+            .arg(if progress.message.is_some() { "1" } else { "0" })
+            .arg(progress.message.as_deref().unwrap_or(""));
+        let recorded: i64 = invocation
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend(format!("record progress of job `{id}`")))?;
+        if recorded == 1 {
+            Ok(())
+        } else {
+            Err(not_held())
+        }
+    }
+
+    async fn recover(&self, now: Timestamp) -> StoreResult<usize> {
+        let mut total = 0;
+        for queue in self.queues().await? {
+            total += self.recover_queue(&queue, now).await?;
+        }
+        Ok(total)
+    }
+
+    async fn get(&self, id: &str) -> StoreResult<Option<Job>> {
+        let Some(queue) = queue_of(id) else {
+            return Ok(None);
+        };
+        let flat: Vec<Vec<u8>> = redis::cmd("HGETALL")
+            .arg(self.keys(queue).job(id))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend(format!("read job `{id}`")))?;
+        if flat.is_empty() {
+            return Ok(None);
+        }
+        decode(id, flat).map(Some)
+    }
+
+    async fn list(&self, filter: ListFilter, page: Page) -> StoreResult<Vec<Job>> {
+        let queues = match filter.queue {
+            Some(queue) => vec![queue],
+            None => self.queues().await?,
+        };
+        let wanted = page.offset.saturating_add(page.limit);
+        let mut candidates: Vec<(String, usize)> = Vec::new();
+        for (index, queue) in queues.iter().enumerate() {
+            let ids = self.newest_ids(queue, filter.state, wanted).await?;
+            candidates.extend(ids.into_iter().map(|id| (id, index)));
+        }
+        candidates.sort_by(|a, b| order_key(&b.0).cmp(order_key(&a.0)));
+        let page_ids = candidates.into_iter().skip(page.offset).take(page.limit);
+        let mut by_queue: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+        let mut order = Vec::new();
+        for (id, index) in page_ids {
+            order.push(id.clone());
+            by_queue.entry(index).or_default().push(id);
+        }
+        let mut jobs: HashMap<String, Job> = HashMap::new();
+        for (index, ids) in by_queue {
+            for job in self.read_jobs(&queues[index], &ids).await? {
+                jobs.insert(job.id.clone(), job);
+            }
+        }
+        Ok(order
+            .into_iter()
+            .filter_map(|id| jobs.remove(&id))
+            .collect())
+    }
+
+    async fn counts(&self) -> StoreResult<Vec<QueueCounts>> {
+        let mut all = Vec::new();
+        for queue in self.queues().await? {
+            let keys = self.keys(&queue);
+            let mut pipe = redis::pipe();
+            for state in JobState::ALL {
+                pipe.cmd("ZCARD").arg(keys.key(state.as_str()));
+            }
+            pipe.cmd("EXISTS").arg(keys.key("paused"));
+            let (scheduled, waiting, active, succeeded, failed, cancelled, paused) = pipe
+                .query_async(&mut self.conn())
+                .await
+                .map_err(backend(format!("count jobs of queue `{queue}`")))?;
+            let counts = QueueCounts {
+                queue,
+                scheduled,
+                waiting,
+                active,
+                succeeded,
+                failed,
+                cancelled,
+                paused,
+            };
+            let total = scheduled + waiting + active + succeeded + failed + cancelled;
+            if total > 0 || paused {
+                all.push(counts);
+            }
+        }
+        Ok(all)
+    }
+
+    async fn retry_failed(&self, target: RetryTarget, now: Timestamp) -> StoreResult<usize> {
+        let queues = match &target {
+            RetryTarget::One(id) => {
+                let queue = queue_of(id).ok_or_else(|| StoreError::NotFound(id.clone()))?;
+                vec![queue.to_owned()]
+            }
+            RetryTarget::AllFailed { queue: Some(queue) } => vec![queue.clone()],
+            RetryTarget::AllFailed { queue: None } => self.queues().await?,
+        };
+        let mut revived = 0;
+        for queue in &queues {
+            let keys = self.keys(queue);
+            let mut invocation = self.invocation(&SCRIPTS.retry, &keys, now);
+            match &target {
+                RetryTarget::One(id) => invocation.key(keys.job(id)).arg("one").arg(id),
+                RetryTarget::AllFailed { .. } => invocation.arg("all"),
+            };
+            let (count, state): (usize, String) =
+                invocation
+                    .invoke_async(&mut self.conn())
+                    .await
+                    .map_err(backend(format!("retry failed jobs of queue `{queue}`")))?;
+            if let (RetryTarget::One(id), 0) = (&target, count) {
+                return Err(match state.parse::<JobState>() {
+                    Ok(state) => StoreError::InvalidState {
+                        id: id.clone(),
+                        state,
+                        action: "retry",
+                    },
+                    Err(_) => StoreError::NotFound(id.clone()),
+                });
+            }
+            revived += count;
+        }
+        Ok(revived)
+    }
+
+    async fn cancel(&self, id: &str, now: Timestamp) -> StoreResult<CancelOutcome> {
+        let queue = queue_of(id).ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
+        let keys = self.keys(queue);
+        let mut invocation = self.invocation(&SCRIPTS.cancel, &keys, now);
+        invocation.key(keys.job(id)).arg(id);
+        let outcome: String = invocation
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend(format!("cancel job `{id}`")))?;
+        match outcome.as_str() {
+            "cancelled now" => Ok(CancelOutcome::Cancelled),
+            "requested" => Ok(CancelOutcome::Requested),
+            "missing" => Err(StoreError::NotFound(id.to_owned())),
+            state => state
+                .parse()
+                .map(CancelOutcome::AlreadyFinished)
+                .map_err(|e| StoreError::Corrupt {
+                    id: id.to_owned(),
+                    reason: format!("{e}"),
+                }),
+        }
+    }
+
+    async fn pause(&self, queue: &str) -> StoreResult<()> {
+        self.register_queue(queue).await?;
+        redis::cmd("SET")
+            .arg(self.keys(queue).key("paused"))
+            .arg(1)
+            .exec_async(&mut self.conn())
+            .await
+            .map_err(backend(format!("pause queue `{queue}`")))
+    }
+
+    async fn resume(&self, queue: &str) -> StoreResult<()> {
+        let context = format!("resume queue `{queue}`");
+        redis::cmd("DEL")
+            .arg(self.keys(queue).key("paused"))
+            .exec_async(&mut self.conn())
+            .await
+            .map_err(backend(context.clone()))?;
+        redis::cmd("PUBLISH")
+            .arg(self.wake_channel())
+            .arg(queue)
+            .exec_async(&mut self.conn())
+            .await
+            .map_err(backend(context))
+    }
+
+    async fn clear(&self, queue: &str) -> StoreResult<usize> {
+        let keys = self.keys(queue);
+        self.invocation(&SCRIPTS.clear, &keys, Timestamp(0))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend(format!("clear queue `{queue}`")))
+    }
+
+    async fn prune(&self, policy: Retention, now: Timestamp) -> StoreResult<usize> {
+        let queues = self.queues().await?;
+        let rules = retention_rules(&policy);
+        let mut keeps = Vec::new();
+        for (state, _, max_count) in rules {
+            keeps.push(match max_count {
+                Some(count) => Some(self.keep_counts(&queues, state, count).await?),
+                None => None,
+            });
+        }
+        let mut deleted = 0;
+        for queue in &queues {
+            let keys = self.keys(queue);
+            let mut invocation = self.invocation(&SCRIPTS.prune, &keys, now);
+            for ((_, max_age, _), keep) in rules.iter().zip(&keeps) {
+                let cutoff = max_age.map(|age| now.0.saturating_sub(millis(age)).to_string());
+                let keep = keep
+                    .as_ref()
+                    .map(|keep| keep.get(queue).copied().unwrap_or(0));
+                invocation
+                    .arg(cutoff.unwrap_or_default())
+                    .arg(keep.map(|n| n.to_string()).unwrap_or_default());
+            }
+            let pruned: usize = invocation
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(backend(format!("prune finished jobs of queue `{queue}`")))?;
+            deleted += pruned;
+        }
+        Ok(deleted)
+    }
+
+    async fn wait(&self, queues: &[String], timeout: Duration) -> StoreResult<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        // Registered before the first await: a wake-up from here on is kept as a permit.
+        let registration = Registration::new(&self.inner.wakers, queues);
+        // Reconnects (and resubscribes) the subscription if it dropped since the last wait.
+        redis::cmd("PING")
+            .exec_async(&mut self.inner.subscriber.clone())
+            .await
+            .map_err(backend("check the wake subscription"))?;
+        if self.any_ready(queues).await? {
+            return Ok(());
+        }
+        tokio::select! {
+            () = registration.waiter.notified() => {}
+            () = tokio::time::sleep_until(deadline) => {}
+        }
+        Ok(())
+    }
+
+    async fn next_run_at(&self, queues: &[String]) -> StoreResult<Option<Timestamp>> {
+        let mut earliest: Option<i64> = None;
+        for queue in queues {
+            let keys = self.keys(queue);
+            let (paused, first): (bool, Vec<(String, f64)>) = redis::pipe()
+                .cmd("EXISTS")
+                .arg(keys.key("paused"))
+                .cmd("ZRANGE")
+                .arg(keys.key("scheduled"))
+                .arg(0)
+                .arg(0)
+                .arg("WITHSCORES")
+                .query_async(&mut self.conn())
+                .await
+                .map_err(backend("find the next scheduled job"))?;
+            let at = first.first().map(|(_, at)| *at as i64);
+            if let (false, Some(at)) = (paused, at) {
+                earliest = Some(earliest.map_or(at, |e| e.min(at)));
+            }
+        }
+        Ok(earliest.map(Timestamp))
+    }
+}

@@ -1,0 +1,397 @@
+//! The Redis job store against real `redis-server` processes: the whole conformance suite on
+//! one server and on a three-master Redis Cluster, plus what only Redis has (many handles on
+//! one server, surviving a server restart, garbage planted by a foreign producer).
+//!
+//! Each case gets its own key namespace, so cases share servers: the first case to need a
+//! server starts it, and the last one to finish stops it (the `Arc` is the guard).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use kiln::store::{
+    AnyStore, JobState, JobStore, ListFilter, NewJob, Page, RedisStore, RedisTarget, SettleAction,
+    StoreError,
+};
+
+use crate::redis_server::{RedisCluster, RedisServer};
+use crate::store::{LEASE, T0, at, job, settlement};
+
+/// A namespace no other case uses.
+fn namespace() -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!("test{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Returns the running shared `T`, or starts one; it stops when the last case drops it.
+fn shared<T>(slot: &Mutex<Weak<T>>, start: impl FnOnce() -> T) -> Arc<T> {
+    let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(running) = slot.upgrade() {
+        return running;
+    }
+    let started = Arc::new(start());
+    *slot = Arc::downgrade(&started);
+    started
+}
+
+fn server() -> Arc<RedisServer> {
+    static SERVER: Mutex<Weak<RedisServer>> = Mutex::new(Weak::new());
+    shared(&SERVER, RedisServer::start)
+}
+
+fn cluster() -> Arc<RedisCluster> {
+    static CLUSTER: Mutex<Weak<RedisCluster>> = Mutex::new(Weak::new());
+    shared(&CLUSTER, RedisCluster::start)
+}
+
+async fn open(target: RedisTarget) -> RedisStore {
+    RedisStore::open(target).await.expect("connect to redis")
+}
+
+/// A store on the shared single server, in a fresh namespace.
+async fn on_server() -> (AnyStore, Arc<RedisServer>) {
+    let server = server();
+    let target = RedisTarget::server(server.url()).with_namespace(namespace());
+    let store = AnyStore::open_redis(target)
+        .await
+        .expect("connect to redis");
+    (store, server)
+}
+
+/// A store on the shared cluster, in a fresh namespace.
+async fn on_cluster() -> (AnyStore, Arc<RedisCluster>) {
+    let cluster = cluster();
+    let target = RedisTarget::cluster(cluster.urls()).with_namespace(namespace());
+    let store = AnyStore::open_redis(target)
+        .await
+        .expect("connect to the cluster");
+    (store, cluster)
+}
+
+mod single {
+    crate::store::conformance!(async { super::on_server().await });
+}
+
+mod cluster {
+    crate::store::conformance!(async { super::on_cluster().await });
+}
+
+/// Jobs of many queues land on every master: the hash tags spread queues over the slots,
+/// and each queue's scripts still run (claim and settle on each).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queues_spread_over_cluster_nodes() {
+    let cluster = cluster();
+    let target = RedisTarget::cluster(cluster.urls()).with_namespace(namespace());
+    let store = open(target).await;
+    let queues: Vec<String> = (0..24).map(|i| format!("queue-{i}")).collect();
+    let batch = queues.iter().map(|queue| job(queue, queue)).collect();
+    let enqueued = store.enqueue(batch, T0).await.unwrap();
+    assert_eq!(enqueued.len(), queues.len());
+    let mut settlements = Vec::new();
+    for queue in &queues {
+        let claimed = store.claim(queue, 10, "w", LEASE, T0).await.unwrap();
+        assert_eq!(claimed.len(), 1, "queue {queue}");
+        let done = SettleAction::Succeed {
+            result: claimed[0].payload.clone(),
+        };
+        settlements.push(settlement(&claimed[0], "w", done, at(1)));
+    }
+    assert!(store.settle(settlements, at(1)).await.unwrap().is_empty());
+    for (queue, enqueued) in queues.iter().zip(&enqueued) {
+        let job = store.get(&enqueued.id).await.unwrap().unwrap();
+        assert_eq!(job.state, JobState::Succeeded);
+        assert_eq!(job.result.as_deref(), Some(queue.as_bytes()));
+    }
+    let holding = cluster.key_counts().iter().filter(|&&n| n > 0).count();
+    assert_eq!(holding, 3, "every master holds some queue");
+}
+
+/// A host blocked in `wait` on one connection wakes when another process's handle enqueues.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_wakes_on_another_handles_enqueue() {
+    let server = server();
+    let target = RedisTarget::server(server.url()).with_namespace(namespace());
+    let host = open(target.clone()).await;
+    let producer = open(target).await;
+    let queues = ["emails".to_owned()];
+    let waiting = tokio::spawn({
+        let host = host.clone();
+        async move { host.wait(&queues, Duration::from_secs(3600)).await }
+    });
+    // Give the waiter a chance to block before the enqueue (not required for correctness:
+    // a job already waiting also ends the wait).
+    tokio::task::yield_now().await;
+    producer
+        .enqueue(vec![job("emails", "hello")], T0)
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(20), waiting)
+        .await
+        .expect("wait wakes on another handle's enqueue")
+        .unwrap()
+        .unwrap();
+    let claimed = host.claim("emails", 1, "w", LEASE, T0).await.unwrap();
+    assert_eq!(claimed[0].payload, b"hello");
+}
+
+/// Redis restarts mid-use (AOF with `appendfsync always`): while it is down operations fail
+/// with a backend error instead of panicking, and afterwards the same store handle
+/// reconnects and every acknowledged job is still there and claimable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_keeps_acknowledged_jobs() {
+    let mut server = RedisServer::persistent();
+    let store = open(RedisTarget::server(server.url())).await;
+    let batch: Vec<NewJob> = (0..200).map(|i| job("q", &i.to_string())).collect();
+    let enqueued = store.enqueue(batch, T0).await.unwrap();
+    let first = store.claim("q", 10, "w", LEASE, T0).await.unwrap();
+    assert_eq!(first.len(), 10);
+
+    server.kill();
+    let down = store.counts().await;
+    assert!(
+        matches!(down, Err(StoreError::Backend { .. })),
+        "a dead server is a backend error, got {down:?}"
+    );
+    server.restart();
+
+    let counts = reconnected(|| store.counts()).await;
+    assert_eq!((counts[0].waiting, counts[0].active), (190, 10));
+    let rest = store.claim("q", 1000, "w", LEASE, at(1)).await.unwrap();
+    let mut ids: Vec<String> = first.iter().chain(&rest).map(|j| j.id.clone()).collect();
+    ids.sort();
+    let mut expected: Vec<String> = enqueued.into_iter().map(|e| e.id).collect();
+    expected.sort();
+    assert_eq!(ids, expected, "every acknowledged job survived the restart");
+}
+
+/// Calls `op` until the store has reconnected (the first calls after a restart may still
+/// fail while the connection is re-established), failing the test after a bound.
+async fn reconnected<T, F, Fut>(op: F) -> T
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut last = None;
+    for _ in 0..100 {
+        match op().await {
+            Ok(value) => return value,
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the store did not reconnect: {last:?}");
+}
+
+/// Garbage planted in a queue by a foreign producer: an id in the waiting set without a
+/// hash, a job hash missing fields, a job hash with a bad number, a string where a hash
+/// belongs. Claims skip past all of them, each broken job becomes a failed job saying why
+/// (the string is kept under a `garbage:` key), and the queue keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_in_a_queue_is_moved_aside() {
+    let server = server();
+    let store = open(RedisTarget::server(server.url()).with_namespace(namespace())).await;
+    let good = store.enqueue(vec![job("q", "good")], T0).await.unwrap()[0]
+        .id
+        .clone();
+    let waiting = store.queue_key("q", "waiting");
+    let plant = |id: &str| {
+        server.cli(&[
+            "ZADD",
+            &waiting,
+            "-100",
+            &format!("{:016}{id}", T0.0 + 10i64.pow(15)),
+        ]);
+        store.job_key(id).unwrap()
+    };
+    plant("q/no-hash");
+    let missing = plant("q/missing-fields");
+    server.cli(&["HSET", &missing, "handler", "echo", "state", "waiting"]);
+    let bad_number = plant("q/bad-number");
+    server.cli(&[
+        "HSET",
+        &bad_number,
+        "id",
+        "q/bad-number",
+        "queue",
+        "q",
+        "handler",
+        "echo",
+        "payload",
+        "",
+        "priority",
+        "high",
+        "state",
+        "waiting",
+        "attempts",
+        "0",
+        "max_attempts",
+        "3",
+        "run_at",
+        "0",
+        "created_at",
+        "0",
+        "updated_at",
+        "0",
+        "history",
+        "[]",
+    ]);
+    let string = plant("q/a-string");
+    server.cli(&["SET", &string, "not a job"]);
+
+    let claimed = store.claim("q", 10, "w", LEASE, T0).await.unwrap();
+    let ids: Vec<_> = claimed.iter().map(|j| j.id.as_str()).collect();
+    assert_eq!(ids, [good.as_str()], "only the sound job is claimed");
+
+    assert!(store.get("q/no-hash").await.unwrap().is_none());
+    for (id, says) in [
+        ("q/missing-fields", "field `payload` is missing"),
+        (
+            "q/bad-number",
+            "field `priority` is missing or not a valid integer",
+        ),
+        ("q/a-string", "holds a string, not a hash"),
+    ] {
+        let job = store.get(id).await.unwrap().expect("kept as a failed job");
+        assert_eq!(job.state, JobState::Failed, "{id}");
+        let error = job.error.unwrap_or_default();
+        assert!(error.starts_with("corrupt job: "), "{id}: {error}");
+        assert!(error.contains(says), "{id}: {error}");
+    }
+    let aside = store.queue_key("q", "garbage:q/a-string");
+    assert_eq!(server.cli(&["GET", &aside]).trim(), "not a job");
+
+    let counts = store.counts().await.unwrap();
+    assert_eq!(
+        (counts[0].failed, counts[0].active, counts[0].waiting),
+        (3, 1, 0)
+    );
+    let failed = ListFilter {
+        queue: Some("q".to_owned()),
+        state: Some(JobState::Failed),
+    };
+    assert_eq!(store.list(failed, Page::default()).await.unwrap().len(), 3);
+    store.enqueue(vec![job("q", "after")], at(1)).await.unwrap();
+    let next = store.claim("q", 10, "w", LEASE, at(1)).await.unwrap();
+    assert_eq!(next[0].payload, b"after", "the queue keeps working");
+}
+
+/// Ids carry their queue, so `get` finds a job with no lookup, and a job enqueued by a
+/// foreign producer through `enqueue.lua` alone (as FORMAT.md describes) is claimable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_producer_enqueues_with_the_script() {
+    let server = server();
+    let ns = namespace();
+    let store = open(RedisTarget::server(server.url()).with_namespace(&ns)).await;
+    let script = include_str!("../host/src/store/redis/enqueue.lua");
+    let prefix = format!("{ns}:{{q:mail}}:");
+    let id = "mail/0190d1a2-0000-7000-8000-000000000001";
+    let mut args: Vec<String> = vec!["EVAL".into(), script.into(), "10".into()];
+    for name in [
+        "waiting",
+        "scheduled",
+        "active",
+        "succeeded",
+        "failed",
+        "cancelled",
+        "all",
+        "unique",
+        "paused",
+    ] {
+        args.push(format!("{prefix}{name}"));
+    }
+    args.push(format!("{prefix}job:{id}"));
+    args.extend([
+        prefix.clone(),
+        "mail".into(),
+        T0.0.to_string(),
+        format!("{ns}:wake"),
+    ]);
+    args.extend([id, "send-mail", "{\"to\":\"a@b.c\"}", "3", "", "5", "0", ""].map(String::from));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let reply = server.cli(&args);
+    assert_eq!(reply.split_whitespace().collect::<Vec<_>>(), [id, "0"]);
+    server.cli(&["SADD", &format!("{ns}:queues"), "mail"]);
+
+    let job = store.get(id).await.unwrap().expect("stored by the script");
+    assert_eq!(
+        (job.handler.as_str(), job.priority, job.max_attempts),
+        ("send-mail", 3, 5)
+    );
+    let claimed = store.claim("mail", 1, "w", LEASE, T0).await.unwrap();
+    assert_eq!(claimed[0].payload, b"{\"to\":\"a@b.c\"}");
+    assert_eq!(store.counts().await.unwrap()[0].active, 1);
+}
+
+/// Enqueues 100k jobs in batches of 1000, then claims and settles them in batches, on one
+/// local server, and prints jobs per second. Run with
+/// `cargo test -p kiln-tests --release -- --ignored redis_throughput --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark"]
+async fn redis_throughput() {
+    const JOBS: usize = 100_000;
+    const BATCH: usize = 1_000;
+    let server = RedisServer::start();
+    let store = open(RedisTarget::server(server.url())).await;
+    let started = std::time::Instant::now();
+    for chunk in 0..JOBS / BATCH {
+        let batch = (0..BATCH).map(|i| job("bench", &(chunk * BATCH + i).to_string()));
+        store.enqueue(batch.collect(), T0).await.unwrap();
+    }
+    let enqueue_secs = started.elapsed().as_secs_f64();
+    let started = std::time::Instant::now();
+    let mut done = 0;
+    while done < JOBS {
+        let claimed = store.claim("bench", BATCH, "w", LEASE, T0).await.unwrap();
+        assert!(!claimed.is_empty(), "ran dry after {done} jobs");
+        let batch = claimed
+            .iter()
+            .map(|job| {
+                let ok = SettleAction::Succeed { result: Vec::new() };
+                settlement(job, "w", ok, T0)
+            })
+            .collect();
+        assert!(store.settle(batch, T0).await.unwrap().is_empty());
+        done += claimed.len();
+    }
+    let process_secs = started.elapsed().as_secs_f64();
+    let jobs = JOBS as f64;
+    println!(
+        "redis: enqueue {:.0} jobs/s, claim+settle {:.0} jobs/s",
+        jobs / enqueue_secs,
+        jobs / process_secs
+    );
+    println!(
+        "redis: idle wait to wake-up after an enqueue: {:?} on average",
+        wake_latency(&store).await
+    );
+}
+
+/// How long a host blocked in `wait` takes to return after another handle enqueues, averaged.
+async fn wake_latency(store: &RedisStore) -> Duration {
+    const ROUNDS: u32 = 100;
+    let producer = open(store.target().clone()).await;
+    let queues = ["latency".to_owned()];
+    let mut total = Duration::ZERO;
+    for round in 0..ROUNDS {
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let waiter = {
+            let (store, queues) = (store.clone(), queues.clone());
+            tokio::spawn(async move {
+                let wait = store.wait(&queues, Duration::from_secs(60));
+                let _ = ready_tx.send(());
+                wait.await.unwrap();
+                std::time::Instant::now()
+            })
+        };
+        ready_rx.await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let sent = std::time::Instant::now();
+        producer
+            .enqueue(vec![job("latency", &round.to_string())], T0)
+            .await
+            .unwrap();
+        total += waiter.await.unwrap() - sent;
+        store.claim("latency", 1, "w", LEASE, T0).await.unwrap();
+    }
+    total / ROUNDS
+}
