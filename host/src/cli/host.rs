@@ -20,7 +20,7 @@ use crate::worker::{SystemClock, Worker};
 const EXIT_INTERRUPTED: i32 = 130;
 
 pub async fn run(config: Arc<Config>) -> anyhow::Result<ExitCode> {
-    let store = Arc::new(open_store(&config)?);
+    let store = Arc::new(open_store(&config).await?);
     let runtime = Arc::new(Runtime::new(RuntimeSettings {
         max_instances: u32::try_from(config.host.concurrency).unwrap_or(u32::MAX),
         max_memory: config.max_job_memory(),

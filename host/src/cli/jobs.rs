@@ -70,7 +70,7 @@ pub struct ListArgs {
 }
 
 pub async fn run(command: Command, config: &Config) -> anyhow::Result<ExitCode> {
-    let store = open_store(config)?;
+    let store = open_store(config).await?;
     let now = Timestamp::now();
     match command {
         Command::Enqueue(args) => return enqueue(&store, config, args).await,

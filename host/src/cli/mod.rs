@@ -313,7 +313,7 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
 pub struct UsageError(pub String);
 
 /// Opens the job store the configuration names.
-pub fn open_store(config: &Config) -> anyhow::Result<AnyStore> {
+pub async fn open_store(config: &Config) -> anyhow::Result<AnyStore> {
     match &config.store {
         StoreConfig::Embedded { path, durability } => {
             if let Some(parent) = path.parent() {
@@ -332,9 +332,8 @@ pub fn open_store(config: &Config) -> anyhow::Result<AnyStore> {
                 .with_context(|| format!("failed to open job store `{}`", path.display()))?;
             Ok(AnyStore::Embedded(store))
         }
-        StoreConfig::Redis(_) => Err(UsageError(
-            "store.backend = \"redis\" is not available in this build of kiln".into(),
-        )
-        .into()),
+        StoreConfig::Redis(target) => AnyStore::open_redis(target.clone().into())
+            .await
+            .context("failed to connect to the Redis job store"),
     }
 }
