@@ -1112,7 +1112,7 @@ mod embedded {
 
     /// Throughput of the store alone (no wasm): enqueue 100,000 jobs in batches of 1,000,
     /// then claim and settle them in batches of 128, for both durability modes.
-    /// Run: `cargo test --release -p kiln-tests --test integration store_throughput -- --ignored --nocapture`
+    /// Run: `cargo test --release -p kiln --test integration store_throughput -- --ignored --nocapture`
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     #[ignore = "benchmark; prints jobs/s"]
     async fn store_throughput() {

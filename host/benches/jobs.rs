@@ -42,7 +42,8 @@ async fn setup(durability: Durability, concurrency: usize) -> Setup {
     .unwrap();
     let text = format!(
         "[host]\nhandlers_dir = \"handlers\"\nconcurrency = {concurrency}\n\
-         [queues.default]\nconcurrency = {concurrency}\n[store]\npath = \"kiln.db\"\n"
+         [queues.default]\nconcurrency = {concurrency}\n[store]\npath = \"kiln.db\"\n\
+         [defaults]\nretention = {{ succeeded = {{ count = 1000000, age = \"1d\" }} }}\n"
     );
     let config = Config::from_toml_str(&text, &dir.path().join("config.toml"), Vec::new()).unwrap();
     let store = EmbeddedStore::open(dir.path().join("kiln.db"), durability).unwrap();
@@ -111,7 +112,7 @@ async fn throughput(durability: Durability) {
     let started = Instant::now();
     let (stop, task) = start_worker(&setup);
     while succeeded(&setup.store).await < JOBS as u64 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let drain = started.elapsed();
     let _ = stop.send(());
