@@ -184,8 +184,10 @@ where
 
 /// Garbage planted in a queue by a foreign producer: an id in the waiting set without a
 /// hash, a job hash missing fields, a job hash with a bad number, a string where a hash
-/// belongs. Claims skip past all of them, each broken job becomes a failed job saying why
-/// (the string is kept under a `garbage:` key), and the queue keeps working.
+/// belongs, a hash whose history holds no attempt records (caught only when the host decodes
+/// the claimed job). Claims skip past all of them, each broken job becomes a failed job
+/// saying why (the string and the undecodable hash are kept under `garbage:` keys), and the
+/// queue keeps working.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_in_a_queue_is_moved_aside() {
     let server = server();
@@ -237,6 +239,36 @@ async fn garbage_in_a_queue_is_moved_aside() {
     ]);
     let string = plant("q/a-string");
     server.cli(&["SET", &string, "not a job"]);
+    // Sound to the scripts, but its history entry is not an attempt record.
+    let bad_history = plant("q/bad-history");
+    server.cli(&[
+        "HSET",
+        &bad_history,
+        "id",
+        "q/bad-history",
+        "queue",
+        "q",
+        "handler",
+        "echo",
+        "payload",
+        "",
+        "priority",
+        "0",
+        "state",
+        "waiting",
+        "attempts",
+        "0",
+        "max_attempts",
+        "3",
+        "run_at",
+        "0",
+        "created_at",
+        "0",
+        "updated_at",
+        "0",
+        "history",
+        "[{\"x\":1}]",
+    ]);
 
     let claimed = store.claim("q", 10, "w", LEASE, T0).await.unwrap();
     let ids: Vec<_> = claimed.iter().map(|j| j.id.as_str()).collect();
@@ -250,6 +282,7 @@ async fn garbage_in_a_queue_is_moved_aside() {
             "field `priority` is missing or not a valid integer",
         ),
         ("q/a-string", "holds a string, not a hash"),
+        ("q/bad-history", "attempt history is not valid json"),
     ] {
         let job = store.get(id).await.unwrap().expect("kept as a failed job");
         assert_eq!(job.state, JobState::Failed, "{id}");
@@ -263,13 +296,18 @@ async fn garbage_in_a_queue_is_moved_aside() {
     let counts = store.counts().await.unwrap();
     assert_eq!(
         (counts[0].failed, counts[0].active, counts[0].waiting),
-        (3, 1, 0)
+        (4, 1, 0)
+    );
+    let kept = store.queue_key("q", "garbage:q/bad-history");
+    assert_eq!(
+        server.cli(&["HGET", &kept, "history"]).trim(),
+        "[{\"x\":1}]"
     );
     let failed = ListFilter {
         queue: Some("q".to_owned()),
         state: Some(JobState::Failed),
     };
-    assert_eq!(store.list(failed, Page::default()).await.unwrap().len(), 3);
+    assert_eq!(store.list(failed, Page::default()).await.unwrap().len(), 4);
     store.enqueue(vec![job("q", "after")], at(1)).await.unwrap();
     let next = store.claim("q", 10, "w", LEASE, at(1)).await.unwrap();
     assert_eq!(next[0].payload, b"after", "the queue keeps working");

@@ -166,18 +166,24 @@ local function release_unique(job, id)
 end
 
 -- Moves a broken job aside as a failed job whose error says why. A key that is not a hash
--- is renamed to `<prefix>garbage:<id>` first, so nothing a producer wrote is thrown away.
+-- (or any key, with `move_all`) is renamed to `<prefix>garbage:<id>` first, so nothing a
+-- producer wrote is thrown away; what remains at the job key is a readable failed job.
 -- Returns the reason text.
-local function quarantine(id, reason)
+local function quarantine(id, reason, move_all)
   local key = job_key(id)
   local kind = redis.call('TYPE', key)['ok']
-  if kind ~= 'hash' then
+  local original = kind == 'hash' and fields(key) or {}
+  unlist(id, original)
+  release_unique(original, id)
+  if kind ~= 'none' and (kind ~= 'hash' or move_all) then
     local aside = PREFIX .. 'garbage:' .. id
     redis.call('RENAME', key, aside)
     reason = reason .. '; its value was moved to `' .. aside .. '`'
+    if type(original.handler) == 'string' then
+      redis.call('HSET', key, 'handler', original.handler)
+    end
   end
   local job = fields(key) or {}
-  unlist(id, job)
   local bad = problems(job, id)
   for _, field in ipairs(bad) do
     local default = INT_FIELDS[field] and INT_FIELDS[field][3]
@@ -196,9 +202,6 @@ local function quarantine(id, reason)
     elseif field ~= 'state' then
       redis.call('HDEL', key, field)
     end
-  end
-  if job.unique_key then
-    release_unique(job, id)
   end
   redis.call('HDEL', key, 'lease_owner', 'lease_expires_at', 'result')
   redis.call('HSET', key, 'state', 'failed', 'error', 'corrupt job: ' .. reason,
