@@ -99,7 +99,12 @@ struct Shared<S> {
     running: Mutex<HashMap<String, Arc<Running>>>,
     settle: mpsc::UnboundedSender<Settlement>,
     global: Arc<Semaphore>,
+    /// Told of every job just before its handler is instantiated (metrics, benchmarks).
+    on_start: Option<StartHook>,
 }
+
+/// Callback run when a job starts on this host.
+pub type StartHook = Arc<dyn Fn(&Job) + Send + Sync>;
 
 /// Claims and runs jobs until shut down.
 pub struct Worker<S> {
@@ -127,9 +132,18 @@ impl<S: JobStore + 'static> Worker<S> {
                 running: Mutex::default(),
                 settle,
                 global,
+                on_start: None,
             }),
             settlements,
         }
+    }
+
+    /// Calls `hook` with every job right before its handler is instantiated.
+    pub fn on_start(mut self, hook: StartHook) -> Self {
+        Arc::get_mut(&mut self.shared)
+            .expect("the worker has not started")
+            .on_start = Some(hook);
+        self
     }
 
     /// This host's lease owner id.
@@ -343,6 +357,9 @@ async fn run_job<S: JobStore + 'static>(shared: Arc<Shared<S>>, job: Job, _permi
         attempt: job.attempts,
         max_attempts: job.max_attempts,
     };
+    if let Some(hook) = &shared.on_start {
+        hook(&job);
+    }
     let runtime = shared.registry.runtime();
     let attempt = runtime
         .run(
