@@ -11,12 +11,17 @@ use serde_json::Value;
 use crate::util::{guest, install};
 
 /// A scratch project: config.toml, a handlers directory and the SQLite store.
-struct Project {
+pub struct Project {
     dir: tempfile::TempDir,
 }
 
 impl Project {
-    fn new(handlers: &[&str], host_keys: &str) -> Project {
+    pub fn new(handlers: &[&str], host_keys: &str) -> Project {
+        Self::with_store(handlers, host_keys, "[store]\npath = \"kiln.db\"\n")
+    }
+
+    /// A project whose config has `store` as its `[store]` table (and anything after it).
+    pub fn with_store(handlers: &[&str], host_keys: &str, store: &str) -> Project {
         let dir = tempfile::tempdir().unwrap();
         let handlers_dir = dir.path().join("handlers");
         std::fs::create_dir(&handlers_dir).unwrap();
@@ -25,14 +30,28 @@ impl Project {
         }
         let config = format!(
             "[host]\nhandlers_dir = \"handlers\"\ncache_dir = \"cache\"\nconcurrency = 4\n\
-             {host_keys}\n[store]\npath = \"kiln.db\"\n\
-             [handlers.panic]\nmax_attempts = 1\n"
+             {host_keys}\n{store}\n[handlers.panic]\nmax_attempts = 1\n"
         );
         std::fs::write(dir.path().join("config.toml"), config).unwrap();
         Project { dir }
     }
 
-    fn path(&self) -> &Path {
+    /// The last lines of every host log, for a failing test's message.
+    pub fn host_logs(&self) -> String {
+        let mut out = String::new();
+        for entry in std::fs::read_dir(self.path()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "log") {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                let tail = lines[lines.len().saturating_sub(15)..].join("\n");
+                out.push_str(&format!("--- {}\n{tail}\n", path.display()));
+            }
+        }
+        out
+    }
+
+    pub fn path(&self) -> &Path {
         self.dir.path()
     }
 
@@ -47,11 +66,11 @@ impl Project {
         command
     }
 
-    fn run(&self, args: &[&str]) -> Output {
+    pub fn run(&self, args: &[&str]) -> Output {
         self.kiln().args(args).output().expect("kiln runs")
     }
 
-    fn host(&self) -> Host {
+    pub fn host(&self) -> Host {
         let log = std::fs::File::create(
             self.path()
                 .join(format!("host-{}.log", Instant::now().elapsed().as_nanos())),
@@ -74,12 +93,12 @@ impl Project {
 }
 
 /// A running `kiln run`; killed (SIGKILL, by pid) if the test forgets to stop it.
-struct Host {
+pub struct Host {
     child: Child,
 }
 
 impl Host {
-    fn terminate(mut self) -> std::process::ExitStatus {
+    pub fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
         let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         assert!(sent.success());
@@ -93,7 +112,7 @@ impl Host {
         }
     }
 
-    fn kill_9(mut self) {
+    pub fn kill_9(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
     }

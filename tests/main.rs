@@ -3,6 +3,7 @@
 mod cli;
 mod config;
 mod redis;
+mod redis_hosts;
 mod redis_server;
 mod registry;
 mod sandbox;

@@ -947,19 +947,32 @@ impl RedisStore {
     /// How many of each queue's finished jobs in `state` survive keeping the `count` most
     /// recently finished across all queues (the retention limit is global, the sets are per
     /// queue).
-    async fn keep_counts(
+    /// The finish time below which jobs in `state` exceed the newest `count` across all
+    /// queues, or `None` if there are no more than `count`. Pruning below a time (rather
+    /// than "all but N") never removes a job that finished after this was computed.
+    async fn count_cutoff(
         &self,
         queues: &[String],
         state: &str,
         count: usize,
-    ) -> StoreResult<HashMap<String, usize>> {
-        let stop = i64::try_from(count).unwrap_or(i64::MAX).saturating_sub(1);
-        let mut newest: Vec<(i64, String, usize)> = Vec::new();
-        for (index, queue) in queues.iter().enumerate() {
-            if count == 0 {
-                break;
-            }
-            let entries: Vec<(String, f64)> = redis::cmd("ZREVRANGE")
+    ) -> StoreResult<Option<i64>> {
+        let mut total = 0usize;
+        for queue in queues {
+            let n: usize = redis::cmd("ZCARD")
+                .arg(self.keys(queue).key(state))
+                .query_async(&mut self.conn())
+                .await
+                .map_err(backend(format!("count finished jobs of queue `{queue}`")))?;
+            total += n;
+        }
+        let excess = total.saturating_sub(count);
+        if excess == 0 {
+            return Ok(None);
+        }
+        let stop = i64::try_from(excess).unwrap_or(i64::MAX) - 1;
+        let mut oldest: Vec<i64> = Vec::new();
+        for queue in queues {
+            let entries: Vec<(String, f64)> = redis::cmd("ZRANGE")
                 .arg(self.keys(queue).key(state))
                 .arg(0)
                 .arg(stop)
@@ -967,16 +980,10 @@ impl RedisStore {
                 .query_async(&mut self.conn())
                 .await
                 .map_err(backend(format!("find finished jobs of queue `{queue}`")))?;
-            newest.extend(entries.into_iter().map(|(id, at)| (at as i64, id, index)));
+            oldest.extend(entries.into_iter().map(|(_, at)| at as i64));
         }
-        newest.sort_by(|a, b| (b.0, order_key(&b.1)).cmp(&(a.0, order_key(&a.1))));
-        newest.truncate(count);
-        let mut keep: HashMap<String, usize> =
-            queues.iter().map(|queue| (queue.clone(), 0)).collect();
-        for (_, _, index) in newest {
-            *keep.entry(queues[index].clone()).or_default() += 1;
-        }
-        Ok(keep)
+        oldest.sort_unstable();
+        Ok(oldest.get(excess - 1).map(|at| at + 1))
     }
 }
 
@@ -1289,26 +1296,23 @@ impl JobStore for RedisStore {
 
     async fn prune(&self, policy: Retention, now: Timestamp) -> StoreResult<usize> {
         let queues = self.queues().await?;
-        let rules = retention_rules(&policy);
-        let mut keeps = Vec::new();
-        for (state, _, max_count) in rules {
-            keeps.push(match max_count {
-                Some(count) => Some(self.keep_counts(&queues, state, count).await?),
+        let mut cutoffs = Vec::new();
+        for (state, max_age, max_count) in retention_rules(&policy) {
+            let by_age = max_age.map(|age| now.0.saturating_sub(millis(age)));
+            let by_count = match max_count {
+                Some(count) => self.count_cutoff(&queues, state, count).await?,
                 None => None,
-            });
+            };
+            cutoffs.push(by_age.max(by_count));
         }
         let mut deleted = 0;
         for queue in &queues {
             let keys = self.keys(queue);
             let mut invocation = self.invocation(&SCRIPTS.prune, &keys, now);
-            for ((_, max_age, _), keep) in rules.iter().zip(&keeps) {
-                let cutoff = max_age.map(|age| now.0.saturating_sub(millis(age)).to_string());
-                let keep = keep
-                    .as_ref()
-                    .map(|keep| keep.get(queue).copied().unwrap_or(0));
+            for cutoff in &cutoffs {
                 invocation
-                    .arg(cutoff.unwrap_or_default())
-                    .arg(keep.map(|n| n.to_string()).unwrap_or_default());
+                    .arg(cutoff.map(|at| at.to_string()).unwrap_or_default())
+                    .arg("");
             }
             let pruned: usize = invocation
                 .invoke_async(&mut self.conn())
