@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -61,6 +62,15 @@ def cpu_idle(seconds=2.0):
     return 100.0 * (idle1 - idle0) / max(1, total1 - total0)
 
 
+def wait_for_idle(min_idle, max_wait):
+    """Sample CPU idle until it reaches min_idle percent or max_wait seconds pass; return the last."""
+    deadline = time.time() + max_wait
+    idle = cpu_idle()
+    while idle < min_idle and time.time() < deadline:
+        idle = cpu_idle()
+    return idle
+
+
 def machine_info():
     model = "unknown"
     with open("/proc/cpuinfo") as f:
@@ -97,11 +107,11 @@ def percentile(sorted_vals, p):
 class Runner:
     """Runs the phases of one system; owns the worker processes it started."""
 
-    def __init__(self, args, system):
+    def __init__(self, args, system, rep):
         self.args = args
         self.sys = system
-        self.dir = Path(args.rundir) / system.name.replace(" ", "_")
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir = Path(args.rundir) / f"{system.name.replace(' ', '_')}-{rep}"
+        self.dir.mkdir(parents=True, exist_ok=False)
         self.procs = []
 
     def env(self, **extra):
@@ -184,7 +194,8 @@ class Runner:
     def run(self):
         a = self.args
         redis_cli(a.port, "FLUSHALL")
-        row = {"system": self.sys.name, "config": self.sys.config, "cpu_idle_before": cpu_idle()}
+        idle = wait_for_idle(a.min_idle, a.idle_wait)
+        row = {"system": self.sys.name, "config": self.sys.config, "cpu_idle_before": idle}
         try:
             self.measure(row)
         finally:
@@ -263,7 +274,7 @@ def peers(args):
 #      (same keys as a row) to $BENCH_OUT.
 # With neither set, the Kiln row fails with "kiln redis benchmark not wired".
 # ---------------------------------------------------------------------------------------------
-def run_kiln(args):
+def run_kiln(args, rep):
     produce, worker = os.environ.get("KILN_PRODUCE_CMD"), os.environ.get("KILN_WORKER_CMD")
     if produce and worker:
         n = int(os.environ.get("KILN_WORKERS", "1"))
@@ -272,20 +283,20 @@ def run_kiln(args):
             produce=["bash", "-c", produce], workers=[["bash", "-c", worker]] * n,
             cwd=Path(os.environ.get("KILN_CWD", HERE.parent)),
         )
-        return Runner(args, system).run()
+        return Runner(args, system, rep).run()
     if os.environ.get("KILN_BENCH_CMD"):
-        return run_kiln_whole(args, os.environ["KILN_BENCH_CMD"])
+        return run_kiln_whole(args, os.environ["KILN_BENCH_CMD"], rep)
     raise BenchError("kiln redis benchmark not wired")
 
 
-def run_kiln_whole(args, cmd):
+def run_kiln_whole(args, cmd, rep):
     redis_cli(args.port, "FLUSHALL")
-    out = Path(args.rundir) / "kiln-result.json"
+    out = Path(args.rundir) / f"kiln-result-{rep}.json"
     env = dict(os.environ, BENCH_REDIS_PORT=str(args.port),
                BENCH_REDIS_URL=f"redis://127.0.0.1:{args.port}/0", BENCH_JOBS=str(args.jobs),
                BENCH_LAT_JOBS=str(args.lat_jobs), BENCH_GAP_MS=str(args.gap_ms),
                BENCH_OUT=str(out), BENCH_TIMEOUT_S=str(args.timeout))
-    before = cpu_idle()
+    before = wait_for_idle(args.min_idle, args.idle_wait)
     try:
         proc = subprocess.run(["bash", "-c", cmd], cwd=HERE.parent, env=env,
                               timeout=args.timeout * 2 + 120)
@@ -351,8 +362,13 @@ def ratios(rows):
 
 def report(args, info, rows, started):
     cmd = "bench/peers.sh " + " ".join(sys.argv[sys.argv.index("--results") + 2:])
+    summary = median_rows(rows) if args.repeat > 1 else rows
+    all_runs = ""
+    if args.repeat > 1:
+        all_runs = "All runs, in the order they ran:\n\n" + table(
+            [dict(r, system=f"{r['system']} #{r['rep']}") for r in rows], args.jobs) + "\n"
     details = "\n".join(
-        f"- {r['system']}: enqueue {fmt(r.get('enqueue_s'), 2)} s, first start "
+        f"- {r['system']} #{r['rep']}: enqueue {fmt(r.get('enqueue_s'), 2)} s, first start "
         f"{fmt(r.get('first_start_after_spawn_s'), 2)} s after spawn, first->last start "
         f"{fmt(r.get('drain_s'), 2)} s, latency jobs {r.get('lat_processed', '-')}/{args.lat_jobs}"
         for r in rows if "error" not in r)
@@ -366,13 +382,14 @@ Machine: {info['nproc']} cores, {info['cpu']}, kernel {info['kernel']}; {info['r
 {args.jobs:,} no-op jobs enqueued with no worker running, then drained. Processing jobs/s =
 processed / (last job start - first job start); worker start-up (spawn -> ready) is apart.
 Latency = handler start - enqueue call, {args.lat_jobs:,} jobs sent one at a time
-{args.gap_ms} ms apart to idle workers. Each handler keeps its count and first/last start in
+{args.gap_ms:g} ms apart to idle workers. Each handler keeps its count and first/last start in
 memory; a 100 ms timer writes them to a per-worker file (no I/O on the job path).
 
-{table(rows, args.jobs)}
+{table(summary, args.jobs)}
 
-{ratios(rows)}
+{ratios(summary)}
 
+{all_runs}
 {details}
 """
 
@@ -390,31 +407,63 @@ def parse_args():
     p.add_argument("--systems", default="bullmq,celery,kiln")
     p.add_argument("--bullmq-concurrency", default="50,100",
                    type=lambda s: [int(x) for x in s.split(",")])
+    p.add_argument("--repeat", type=int, default=1,
+                   help="run all systems this many times, interleaved; the summary is the median")
+    p.add_argument("--min-idle", type=float, default=0.0,
+                   help="before each system, wait until CPU idle reaches this percent...")
+    p.add_argument("--idle-wait", type=float, default=120.0,
+                   help="...but at most this many seconds")
     p.add_argument("--no-save", action="store_true", help="print only, no results file")
     return p.parse_args()
+
+
+def run_once(args, rep):
+    wanted = args.systems.split(",")
+    rows = []
+    for system in [s for s in peers(args) if s.name.split()[0].lower() in wanted]:
+        print(f"== [{rep}] {system.name}: {system.config}", file=sys.stderr, flush=True)
+        try:
+            rows.append(rates(Runner(args, system, rep).run()))
+        except BenchError as e:
+            rows.append({"system": system.name, "config": system.config, "error": str(e)})
+        print(f"   {rows[-1]}", file=sys.stderr, flush=True)
+    if "kiln" in wanted:
+        print(f"== [{rep}] Kiln", file=sys.stderr, flush=True)
+        try:
+            rows.append(rates(run_kiln(args, rep)))
+        except BenchError as e:
+            rows.append({"system": "Kiln", "config": "redis store", "error": str(e)})
+        print(f"   {rows[-1]}", file=sys.stderr, flush=True)
+    for r in rows:
+        r["rep"] = rep
+    return rows
+
+
+def median_rows(rows):
+    """One row per system: the median of each measure over the runs that succeeded."""
+    out = []
+    for name in dict.fromkeys(r["system"] for r in rows):
+        runs = [r for r in rows if r["system"] == name]
+        ok = [r for r in runs if "error" not in r]
+        if not ok:
+            out.append(runs[-1])
+            continue
+        row = dict(ok[0])
+        for key in ("enqueue_rate", "drain_rate", "startup_s", "lat_p50_ms", "lat_p99_ms",
+                    "cpu_idle_before", "cpu_idle_after"):
+            row[key] = statistics.median(r[key] for r in ok)
+        row["processed"] = min(r["processed"] for r in ok)
+        row["left"] = max(r["left"] for r in ok)
+        row["config"] += f" (median of {len(ok)}/{len(runs)} runs)"
+        out.append(row)
+    return out
 
 
 def main():
     args = parse_args()
     started = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     info = machine_info()
-    wanted = args.systems.split(",")
-    rows = []
-    jobs = [s for s in peers(args) if s.name.split()[0].lower() in wanted]
-    for system in jobs:
-        print(f"== {system.name}: {system.config}", file=sys.stderr, flush=True)
-        try:
-            rows.append(rates(Runner(args, system).run()))
-        except BenchError as e:
-            rows.append({"system": system.name, "config": system.config, "error": str(e)})
-        print(f"   {rows[-1]}", file=sys.stderr, flush=True)
-    if "kiln" in wanted:
-        print("== Kiln", file=sys.stderr, flush=True)
-        try:
-            rows.append(rates(run_kiln(args)))
-        except BenchError as e:
-            rows.append({"system": "Kiln", "config": "redis store", "error": str(e)})
-        print(f"   {rows[-1]}", file=sys.stderr, flush=True)
+    rows = [r for rep in range(1, args.repeat + 1) for r in run_once(args, rep)]
     text = report(args, info, rows, started)
     print(text)
     if not args.no_save:
