@@ -148,10 +148,10 @@ class Runner:
 
     def spawn_workers(self):
         for i, cmd in enumerate(self.sys.workers):
-            log = open(self.dir / f"worker{i}.log", "w")
             env = self.env(BENCH_STATS_FILE=self.stats_files()[i])
-            p = subprocess.Popen(cmd, cwd=self.sys.cwd, stdout=log, stderr=subprocess.STDOUT,
-                                 env=env, start_new_session=True)
+            with open(self.dir / f"worker{i}.log", "w") as log:
+                p = subprocess.Popen(cmd, cwd=self.sys.cwd, stdout=log, stderr=subprocess.STDOUT,
+                                     env=env, start_new_session=True)
             self.procs.append(p)
 
     def read_stats(self):
