@@ -314,7 +314,7 @@ async fn garbage_in_a_queue_is_moved_aside() {
 }
 
 /// Ids carry their queue, so `get` finds a job with no lookup, and a job enqueued by a
-/// foreign producer through `enqueue.lua` alone (as FORMAT.md describes) is claimable.
+/// foreign producer through `enqueue.lua` alone (as the README's Redis job format describes) is claimable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_producer_enqueues_with_the_script() {
     let server = server();

@@ -20,7 +20,7 @@
 //!   server has forgotten them.
 //!
 //! The key layout and the job hash format are documented for producers in
-//! `redis/FORMAT.md`.
+//! the README section "The Redis job format".
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
@@ -463,7 +463,7 @@ impl RedisStore {
         &self.inner.target
     }
 
-    /// The Redis key of job `id`'s hash (see FORMAT.md), or `None` if `id` names no queue.
+    /// The Redis key of job `id`'s hash (see the README's Redis job format), or `None` if `id` names no queue.
     pub fn job_key(&self, id: &str) -> Option<String> {
         queue_of(id).map(|queue| self.keys(queue).job(id))
     }

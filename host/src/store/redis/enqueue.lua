@@ -1,5 +1,5 @@
 -- enqueue.lua: stores a batch of new jobs in one queue. This is the producers' contract
--- (FORMAT.md): it runs standalone, without lib.lua, from any Redis client.
+-- (the README's "Redis job format"): it runs standalone, without lib.lua, from any Redis client.
 -- KEYS: [1] waiting  [2] scheduled  [3] active  [4] succeeded  [5] failed  [6] cancelled
 --       [7] all  [8] unique  [9] paused  (each `<namespace>:{q:<queue>}:<name>`), then
 --       [10..] one job key `<namespace>:{q:<queue>}:job:<id>` per job, in ARGV order.
