@@ -944,9 +944,6 @@ impl RedisStore {
         Ok(false)
     }
 
-    /// How many of each queue's finished jobs in `state` survive keeping the `count` most
-    /// recently finished across all queues (the retention limit is global, the sets are per
-    /// queue).
     /// The finish time below which jobs in `state` exceed the newest `count` across all
     /// queues, or `None` if there are no more than `count`. Pruning below a time (rather
     /// than "all but N") never removes a job that finished after this was computed.
@@ -1310,9 +1307,7 @@ impl JobStore for RedisStore {
             let keys = self.keys(queue);
             let mut invocation = self.invocation(&SCRIPTS.prune, &keys, now);
             for cutoff in &cutoffs {
-                invocation
-                    .arg(cutoff.map(|at| at.to_string()).unwrap_or_default())
-                    .arg("");
+                invocation.arg(cutoff.map(|at| at.to_string()).unwrap_or_default());
             }
             let pruned: usize = invocation
                 .invoke_async(&mut self.conn())
