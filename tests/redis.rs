@@ -116,7 +116,7 @@ async fn wait_wakes_on_another_handles_enqueue() {
     let queues = ["emails".to_owned()];
     let waiting = tokio::spawn({
         let host = host.clone();
-        async move { host.wait(&queues, Duration::from_secs(3600)).await }
+        async move { host.wait(&queues, T0, Duration::from_secs(3600)).await }
     });
     // Give the waiter a chance to block before the enqueue (not required for correctness:
     // a job already waiting also ends the wait).
@@ -415,7 +415,7 @@ async fn wake_latency(store: &RedisStore) -> Duration {
         let waiter = {
             let (store, queues) = (store.clone(), queues.clone());
             tokio::spawn(async move {
-                let wait = store.wait(&queues, Duration::from_secs(60));
+                let wait = store.wait(&queues, T0, Duration::from_secs(60));
                 let _ = ready_tx.send(());
                 wait.await.unwrap();
                 std::time::Instant::now()

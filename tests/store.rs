@@ -88,7 +88,8 @@ macro_rules! conformance {
             retry_failed_one_and_all, cancel_by_state, list_pages_and_filters, counts_per_queue,
             prune_by_count_and_age, progress_is_visible, recover_promotes_due_jobs,
             wait_returns_for_waiting_job, wait_wakes_on_enqueue, wait_times_out,
-            next_run_at_skips_paused);
+            next_run_at_skips_paused,
+            wait_returns_when_a_delayed_job_falls_due);
     };
 }
 pub(crate) use conformance;
@@ -862,44 +863,61 @@ pub mod cases {
     pub async fn wait_returns_for_waiting_job<S: JobStore>(store: &S) {
         store.enqueue(vec![job("q", "x")], T0).await.unwrap();
         let queues = ["other".to_owned(), "q".to_owned()];
-        let waited =
-            tokio::time::timeout(HANG_GUARD, store.wait(&queues, Duration::from_secs(3600)));
+        let waited = tokio::time::timeout(HANG_GUARD, store.wait(&queues, T0, FOREVER));
         waited
             .await
             .expect("wait returns when a job is waiting")
             .unwrap();
     }
 
-    /// A delayed job, so only the wake-up (not the "a job is waiting" check) can end `wait`.
+    /// Waits with no timeout to speak of.
+    const FOREVER: Duration = Duration::from_secs(3600);
+
+    /// A delayed job, so the "a job is waiting" check cannot end `wait`: the wake-up does, or,
+    /// if the enqueue won the race with the check, the job falling due a second later.
     /// Waking on it matters: it may be due before the time the idle worker sleeps until.
     pub async fn wait_wakes_on_enqueue<S: JobStore>(store: &S) {
         let queues = ["q".to_owned()];
-        let waiter = store.wait(&queues, Duration::from_secs(3600));
+        let waiter = store.wait(&queues, T0, FOREVER);
         let producer = async {
             tokio::task::yield_now().await;
-            let mut delayed = job("q", "x");
-            delayed.run_at = Some(at(60));
-            store.enqueue(vec![delayed], T0).await.unwrap();
+            store.enqueue(vec![delayed("q", 1)], T0).await.unwrap();
         };
         let (waited, ()) = tokio::join!(tokio::time::timeout(HANG_GUARD, waiter), producer);
         waited.expect("wait wakes on enqueue").unwrap();
+    }
+
+    pub async fn wait_returns_when_a_delayed_job_falls_due<S: JobStore>(store: &S) {
+        store.enqueue(vec![delayed("q", 1)], T0).await.unwrap();
+        let queues = ["q".to_owned()];
+        let due = tokio::time::timeout(HANG_GUARD, store.wait(&queues, at(5), FOREVER));
+        due.await
+            .expect("wait returns at once for a due job")
+            .unwrap();
+        let soon = tokio::time::timeout(HANG_GUARD, store.wait(&queues, T0, FOREVER));
+        soon.await
+            .expect("wait returns when the delayed job falls due")
+            .unwrap();
+    }
+
+    fn delayed(queue: &str, secs: u64) -> NewJob {
+        let mut new = job(queue, "later");
+        new.run_at = Some(at(secs));
+        new
     }
 
     pub async fn wait_times_out<S: JobStore>(store: &S) {
         store.enqueue(vec![job("paused", "x")], T0).await.unwrap();
         store.pause("paused").await.unwrap();
         let queues = ["q".to_owned(), "paused".to_owned()];
-        let waited =
-            tokio::time::timeout(HANG_GUARD, store.wait(&queues, Duration::from_millis(50)));
+        let waited = tokio::time::timeout(
+            HANG_GUARD,
+            store.wait(&queues, T0, Duration::from_millis(50)),
+        );
         waited.await.expect("wait honours its timeout").unwrap();
     }
 
     pub async fn next_run_at_skips_paused<S: JobStore>(store: &S) {
-        let delayed = |queue: &str, secs| {
-            let mut new = job(queue, "later");
-            new.run_at = Some(at(secs));
-            new
-        };
         store
             .enqueue(
                 vec![delayed("a", 50), delayed("b", 20), delayed("a", 30)],
@@ -963,11 +981,13 @@ mod embedded {
         let host = open(&dir.path().join("kiln.db"));
         let cli = open(&dir.path().join("kiln.db"));
         let queues = ["q".to_owned()];
-        let waiter = host.wait(&queues, Duration::from_secs(3600));
+        // As in the conformance case: the poll ends the wait, or the job falling due does if
+        // the enqueue beat the wait's first check.
+        let waiter = host.wait(&queues, T0, Duration::from_secs(3600));
         let producer = async {
             tokio::task::yield_now().await;
             let mut delayed = job("q", "x");
-            delayed.run_at = Some(at(60));
+            delayed.run_at = Some(at(1));
             cli.enqueue(vec![delayed], T0).await.unwrap();
         };
         let (waited, ()) = tokio::join!(

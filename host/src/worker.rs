@@ -305,12 +305,8 @@ struct SlotPermit {
 
 async fn idle<S: JobStore>(shared: &Shared<S>, queue: &str, stop: &CancellationToken) {
     let queues = [queue.to_owned()];
-    let mut wait = IDLE_WAIT;
-    if let Ok(Some(at)) = shared.store.next_run_at(&queues).await {
-        wait = wait.min(at.since(shared.clock.now()));
-    }
     tokio::select! {
-        result = shared.store.wait(&queues, wait) => {
+        result = shared.store.wait(&queues, shared.clock.now(), IDLE_WAIT) => {
             if let Err(error) = result {
                 tracing::warn!(%queue, "failed to wait for jobs: {error}");
                 tokio::time::sleep(STORE_RETRY_MIN).await;

@@ -939,6 +939,23 @@ fn any_waiting(conn: &Connection, queues: &[String]) -> rusqlite::Result<bool> {
     Ok(false)
 }
 
+/// The earliest `run_at` among scheduled jobs of the unpaused `queues`.
+fn next_scheduled(conn: &Connection, queues: &[String]) -> rusqlite::Result<Option<Timestamp>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT min(run_at) FROM jobs WHERE queue = ?1 AND state = 'scheduled' \
+         AND NOT EXISTS (SELECT 1 FROM paused_queues WHERE name = ?1)",
+    )?;
+    let mut earliest: Option<i64> = None;
+    for queue in queues {
+        let at: Option<i64> = stmt.query_row([queue], |row| row.get(0))?;
+        earliest = match (earliest, at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    Ok(earliest.map(Timestamp))
+}
+
 /// Changes whenever another connection (process or handle) commits to the file.
 fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
     conn.pragma_query_value(None, "data_version", |row| row.get(0))
@@ -1099,22 +1116,29 @@ impl JobStore for EmbeddedStore {
         self.run(move |conn| prune_jobs(conn, policy, now)).await
     }
 
-    async fn wait(&self, queues: &[String], timeout: Duration) -> StoreResult<()> {
-        let deadline = tokio::time::Instant::now() + timeout;
+    async fn wait(&self, queues: &[String], now: Timestamp, timeout: Duration) -> StoreResult<()> {
+        let mut deadline = tokio::time::Instant::now() + timeout;
         // Registered before the check below, so an enqueue between the two is not missed.
         let notified = self.inner.changed.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
         let queues = queues.to_vec();
-        let (ready, seen) = self
+        // The version is read before the checks: a commit landing between them changes it,
+        // so the poll below wakes for it rather than missing it.
+        let (seen, ready, next) = self
             .run(move |conn| {
                 let context = "check for waiting jobs";
+                let seen = data_version(conn).map_err(db(context))?;
                 let ready = any_waiting(conn, &queues).map_err(db(context))?;
-                Ok((ready, data_version(conn).map_err(db(context))?))
+                let next = next_scheduled(conn, &queues).map_err(db(context))?;
+                Ok((seen, ready, next))
             })
             .await?;
-        if ready {
-            return Ok(());
+        match next {
+            _ if ready => return Ok(()),
+            Some(at) if at <= now => return Ok(()),
+            Some(at) => deadline = deadline.min(tokio::time::Instant::now() + at.since(now)),
+            None => {}
         }
         loop {
             tokio::select! {
@@ -1135,23 +1159,7 @@ impl JobStore for EmbeddedStore {
     async fn next_run_at(&self, queues: &[String]) -> StoreResult<Option<Timestamp>> {
         let queues = queues.to_vec();
         self.run(move |conn| {
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT min(run_at) FROM jobs WHERE queue = ?1 AND state = 'scheduled' \
-                     AND NOT EXISTS (SELECT 1 FROM paused_queues WHERE name = ?1)",
-                )
-                .map_err(db("find the next scheduled job"))?;
-            let mut earliest: Option<i64> = None;
-            for queue in &queues {
-                let at: Option<i64> = stmt
-                    .query_row([queue], |row| row.get(0))
-                    .map_err(db("find the next scheduled job"))?;
-                earliest = match (earliest, at) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-            }
-            Ok(earliest.map(Timestamp))
+            next_scheduled(conn, &queues).map_err(db("find the next scheduled job"))
         })
         .await
     }

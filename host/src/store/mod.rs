@@ -513,9 +513,8 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 /// The durable job queue. See the module doc for the rules every implementation keeps.
 ///
-/// Waking an idle worker is split in two: `next_run_at` says when the earliest delayed job of
-/// its queues becomes due (the worker computes its own timeout from its clock), and `wait`
-/// returns early when something may have become ready (an enqueue, a retry, a release).
+/// An idle worker calls `wait`, which returns when a job may have become ready: one is
+/// waiting, a delayed one falls due, or something changed (an enqueue, a retry, a release).
 pub trait JobStore: Send + Sync {
     /// Stores a batch of jobs atomically; results are in input order. A job with a
     /// `unique_key` that matches an unfinished job (also one earlier in the same batch) is not
@@ -618,19 +617,20 @@ pub trait JobStore: Send + Sync {
         now: Timestamp,
     ) -> impl Future<Output = StoreResult<usize>> + Send;
 
-    /// Returns when a job may have become ready in one of `queues`, or after `timeout`: at
-    /// once if one is waiting in an unpaused queue, and otherwise on any enqueue (delayed jobs
-    /// too, since one may be due before the time the worker sleeps until), retry, release,
-    /// recovery or resume. Spurious returns are allowed. Delayed jobs merely becoming due are
-    /// not signalled: bound `timeout` with `next_run_at`.
+    /// Returns when a job may have become ready in one of the unpaused `queues`, or after
+    /// `timeout`: at once if one is waiting or a delayed one is due at `now`; when the earliest
+    /// delayed job falls due (counted from `now`); and on any enqueue (delayed jobs too, since
+    /// one may be due sooner), retry, release, recovery or resume after the call began. The
+    /// checks and the subscription to changes leave no gap for a change to slip through.
+    /// Spurious returns are allowed.
     fn wait(
         &self,
         queues: &[String],
+        now: Timestamp,
         timeout: Duration,
     ) -> impl Future<Output = StoreResult<()>> + Send;
 
-    /// The earliest `run_at` among scheduled jobs of `queues`, so an idle worker knows when to
-    /// claim again without polling.
+    /// The earliest `run_at` among scheduled jobs of the unpaused `queues`.
     fn next_run_at(
         &self,
         queues: &[String],
@@ -750,8 +750,8 @@ impl JobStore for AnyStore {
         delegate!(self, s => s.prune(policy, now))
     }
 
-    async fn wait(&self, queues: &[String], timeout: Duration) -> StoreResult<()> {
-        delegate!(self, s => s.wait(queues, timeout))
+    async fn wait(&self, queues: &[String], now: Timestamp, timeout: Duration) -> StoreResult<()> {
+        delegate!(self, s => s.wait(queues, now, timeout))
     }
 
     async fn next_run_at(&self, queues: &[String]) -> StoreResult<Option<Timestamp>> {

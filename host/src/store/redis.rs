@@ -1318,8 +1318,8 @@ impl JobStore for RedisStore {
         Ok(deleted)
     }
 
-    async fn wait(&self, queues: &[String], timeout: Duration) -> StoreResult<()> {
-        let deadline = tokio::time::Instant::now() + timeout;
+    async fn wait(&self, queues: &[String], now: Timestamp, timeout: Duration) -> StoreResult<()> {
+        let mut deadline = tokio::time::Instant::now() + timeout;
         // Registered before the first await: a wake-up from here on is kept as a permit.
         let registration = Registration::new(&self.inner.wakers, queues);
         // Reconnects (and resubscribes) the subscription if it dropped since the last wait.
@@ -1329,6 +1329,11 @@ impl JobStore for RedisStore {
             .map_err(backend("check the wake subscription"))?;
         if self.any_ready(queues).await? {
             return Ok(());
+        }
+        match self.next_run_at(queues).await? {
+            Some(at) if at <= now => return Ok(()),
+            Some(at) => deadline = deadline.min(tokio::time::Instant::now() + at.since(now)),
+            None => {}
         }
         tokio::select! {
             () = registration.waiter.notified() => {}
