@@ -279,7 +279,7 @@ async fn garbage_in_a_queue_is_moved_aside() {
         ("q/missing-fields", "field `payload` is missing"),
         (
             "q/bad-number",
-            "field `priority` is missing or not a valid integer",
+            "field `priority` is not a valid number: `high`",
         ),
         ("q/a-string", "holds a string, not a hash"),
         ("q/bad-history", "attempt history is not valid json"),

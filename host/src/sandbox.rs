@@ -181,7 +181,7 @@ impl Runtime {
                 let call = call_handle(&mut store, handler, job);
                 let result = tokio::select! {
                     result = tokio::time::timeout_at(deadline.into(), call) => {
-                        result.unwrap_or(Err(Interrupt::Timeout.into()))
+                        result.unwrap_or_else(|_| Err(Interrupt::Timeout.into()))
                     }
                     () = cancel.cancelled() => Err(Interrupt::Cancelled.into()),
                 };

@@ -37,9 +37,8 @@ local function member_id(member)
   return string.sub(member, 17)
 end
 
--- The job's fields as a table, or nil when the key does not exist.
-local function fields(key)
-  local flat = redis.call('HGETALL', key)
+-- An HGETALL reply as a table, or nil when it is empty (the key does not exist).
+local function as_table(flat)
   if #flat == 0 then
     return nil
   end
@@ -50,18 +49,74 @@ local function fields(key)
   return job
 end
 
--- Appends one JSON attempt record to the job's history (a JSON array).
+-- The job's fields as a table, or nil when the key does not exist.
+local function fields(key)
+  return as_table(redis.call('HGETALL', key))
+end
+
+-- `history` (a JSON array, or nil for none) with one JSON attempt record appended.
+local function appended(history, record)
+  if not history or string.match(history, '^%s*%[%s*%]%s*$') then
+    return '[' .. record .. ']'
+  end
+  return (string.gsub(history, '%]%s*$', '')) .. ',' .. record .. ']'
+end
+
+-- Appends one JSON attempt record to the job's history.
 local function append_history(key, record)
   if record == nil or record == '' then
     return
   end
-  local history = redis.call('HGET', key, 'history')
-  if not history or string.match(history, '^%s*%[%s*%]%s*$') then
-    history = '[' .. record .. ']'
-  else
-    history = string.gsub(history, '%]%s*$', '') .. ',' .. record .. ']'
+  redis.call('HSET', key, 'history', appended(redis.call('HGET', key, 'history'), record))
+end
+
+-- Adds `id` with `score` to the sorted set `key` now, or, given `moves`, at `flush_moves`:
+-- a batch then costs one command per set instead of one per job.
+local function zadd(moves, key, score, id)
+  if not moves then
+    redis.call('ZADD', key, score, id)
+    return
   end
-  redis.call('HSET', key, 'history', history)
+  local args = moves.add[key]
+  if not args then
+    args = {}
+    moves.add[key] = args
+  end
+  local n = #args
+  args[n + 1], args[n + 2] = score, id
+end
+
+-- Removes `id` from the sorted set `key` now, or at `flush_moves`.
+local function zrem(moves, key, id)
+  if not moves then
+    redis.call('ZREM', key, id)
+    return
+  end
+  local args = moves.rem[key]
+  if not args then
+    args = {}
+    moves.rem[key] = args
+  end
+  args[#args + 1] = id
+end
+
+local function new_moves()
+  return { add = {}, rem = {} }
+end
+
+-- Applies deferred set changes, removals first, a few thousand arguments per command.
+local function flush_moves(moves)
+  local CHUNK = 4000
+  for key, ids in pairs(moves.rem) do
+    for first = 1, #ids, CHUNK do
+      redis.call('ZREM', key, unpack(ids, first, math.min(first + CHUNK - 1, #ids)))
+    end
+  end
+  for key, args in pairs(moves.add) do
+    for first = 1, #args, CHUNK do
+      redis.call('ZADD', key, unpack(args, first, math.min(first + CHUNK - 1, #args)))
+    end
+  end
 end
 
 -- RFC 3339 in UTC with milliseconds, as Kiln prints timestamps.
@@ -264,16 +319,28 @@ local function promote_due(limit, report)
   return promoted
 end
 
--- Finishes a held job in `state` (succeeded, failed or cancelled).
-local function finish(id, job, state, result, err)
+-- Finishes a held job in `state` (succeeded, failed or cancelled). `history`, when given,
+-- is the job's new attempt history; `moves` defers the set changes (see `zadd`).
+local function finish(id, job, state, result, err, moves, history)
   local key = job_key(id)
-  redis.call('HDEL', key, 'lease_owner', 'lease_expires_at', 'result', 'error')
-  redis.call('HSET', key, 'state', state, 'updated_at', int(NOW), 'finished_at', int(NOW))
-  if result then redis.call('HSET', key, 'result', result) end
-  if err then redis.call('HSET', key, 'error', err) end
-  redis.call('ZREM', K_ACTIVE, id)
-  local set = ({ succeeded = K_SUCCEEDED, failed = K_FAILED, cancelled = K_CANCELLED })[state]
-  redis.call('ZADD', set, NOW, id)
+  local now = int(NOW)
+  local set = { key, 'state', state, 'updated_at', now, 'finished_at', now }
+  local drop = { key, 'lease_owner', 'lease_expires_at' }
+  for field, value in pairs({ result = result or false, error = err or false }) do
+    if value then
+      set[#set + 1], set[#set + 2] = field, value
+    else
+      drop[#drop + 1] = field
+    end
+  end
+  if history then
+    set[#set + 1], set[#set + 2] = 'history', history
+  end
+  redis.call('HDEL', unpack(drop))
+  redis.call('HSET', unpack(set))
+  zrem(moves, K_ACTIVE, id)
+  local done = ({ succeeded = K_SUCCEEDED, failed = K_FAILED, cancelled = K_CANCELLED })[state]
+  zadd(moves, done, NOW, id)
   release_unique(job, id)
 end
 
