@@ -101,6 +101,8 @@ struct Shared<S> {
     global: Arc<Semaphore>,
     /// Told of every job just before its handler is instantiated (metrics, benchmarks).
     on_start: Option<StartHook>,
+    /// What handlers' `enqueue` calls go through; one for all jobs.
+    children: Arc<dyn ChildEnqueuer>,
 }
 
 /// Callback run when a job starts on this host.
@@ -124,6 +126,11 @@ impl<S: JobStore + 'static> Worker<S> {
         let global = Arc::new(Semaphore::new(config.host.concurrency));
         Worker {
             shared: Arc::new(Shared {
+                children: Arc::new(StoreChildren {
+                    store: store.clone(),
+                    config: config.clone(),
+                    clock: clock.clone(),
+                }),
                 store,
                 registry,
                 config,
@@ -339,11 +346,7 @@ async fn run_job<S: JobStore + 'static>(shared: Arc<Shared<S>>, job: Job, _permi
     let (progress_hook, progress_task) = progress_writer(shared.clone(), job.id.clone());
     let hooks = JobHooks {
         progress: Some(progress_hook),
-        enqueue: Some(Arc::new(StoreChildren {
-            store: shared.store.clone(),
-            config: shared.config.clone(),
-            clock: shared.clock.clone(),
-        })),
+        enqueue: Some(shared.children.clone()),
     };
     let input = JobInput {
         id: job.id.clone(),
@@ -367,7 +370,11 @@ async fn run_job<S: JobStore + 'static>(shared: Arc<Shared<S>>, job: Job, _permi
             &running.cancel,
         )
         .await;
-    let _ = progress_task.await;
+    // The store, and with it the progress hook, is gone: the writer (if any) ends.
+    let writer = lock(&progress_task).take();
+    if let Some(writer) = writer {
+        let _ = writer.await;
+    }
     lock(&shared.running).remove(&job.id);
     let ended_at = shared.clock.now();
     log_attempt(&job, &attempt);
@@ -526,27 +533,44 @@ fn outcome_class(outcome: &Outcome) -> OutcomeClass {
 fn progress_writer<S: JobStore + 'static>(
     shared: Arc<Shared<S>>,
     id: String,
-) -> (crate::host_api::ProgressHook, tokio::task::JoinHandle<()>) {
-    let (tx, mut rx) = watch::channel::<Option<Progress>>(None);
-    let task = tokio::spawn(async move {
-        while rx.changed().await.is_ok() {
-            let Some(progress) = rx.borrow_and_update().clone() else {
-                continue;
-            };
-            let now = shared.clock.now();
-            if let Err(error) = shared
-                .store
-                .progress(&id, &shared.owner, progress, now)
-                .await
-            {
-                tracing::debug!(job = %id, "progress not recorded: {error}");
-            }
-        }
-    });
+) -> (
+    crate::host_api::ProgressHook,
+    Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+) {
+    let (tx, rx) = watch::channel::<Option<Progress>>(None);
+    let rx = Mutex::new(Some(rx));
+    let task = Arc::new(Mutex::new(None));
+    let spawned = task.clone();
+    // The writer task starts with the first report: most jobs never report progress.
     let hook = Arc::new(move |percent, message| {
         let _ = tx.send(Some(Progress { percent, message }));
+        if let Some(rx) = lock(&rx).take() {
+            let writer = write_progress(shared.clone(), id.clone(), rx);
+            *lock(&spawned) = Some(tokio::spawn(writer));
+        }
     });
     (hook, task)
+}
+
+/// Records the latest progress of job `id` until its hook is dropped.
+async fn write_progress<S: JobStore>(
+    shared: Arc<Shared<S>>,
+    id: String,
+    mut rx: watch::Receiver<Option<Progress>>,
+) {
+    while rx.changed().await.is_ok() {
+        let Some(progress) = rx.borrow_and_update().clone() else {
+            continue;
+        };
+        let now = shared.clock.now();
+        if let Err(error) = shared
+            .store
+            .progress(&id, &shared.owner, progress, now)
+            .await
+        {
+            tracing::debug!(job = %id, "progress not recorded: {error}");
+        }
+    }
 }
 
 /// Child jobs enqueued by handlers go straight into the job store.

@@ -559,11 +559,25 @@ impl Fields {
         while let (Some(field), Some(value)) = (items.next(), items.next()) {
             map.insert(String::from_utf8_lossy(&field).into_owned(), value);
         }
+        Self::from_map(map)
+    }
+
+    fn from_map(map: HashMap<String, Vec<u8>>) -> Self {
         let id = map
             .get("id")
             .map(|id| String::from_utf8_lossy(id).into_owned())
             .unwrap_or_default();
         Fields { id, map }
+    }
+
+    /// From `names` and one value per name (`None` for an unset field).
+    fn named(names: &[String], values: Vec<Option<Vec<u8>>>) -> Self {
+        let map: HashMap<String, Vec<u8>> = names
+            .iter()
+            .zip(values)
+            .filter_map(|(name, value)| Some((name.clone(), value?)))
+            .collect();
+        Self::from_map(map)
     }
 
     fn bytes(&mut self, field: &str) -> Result<Vec<u8>, String> {
@@ -1030,14 +1044,15 @@ impl JobStore for RedisStore {
             .arg(owner)
             .arg((now + lease).0)
             .arg(MOVE_BATCH);
-        let (claimed, report): (Vec<Vec<Vec<u8>>>, Vec<String>) = invocation
+        type Claimed = (Vec<String>, Vec<Vec<Option<Vec<u8>>>>, Vec<String>);
+        let (names, claimed, report): Claimed = invocation
             .invoke_async(&mut self.conn())
             .await
             .map_err(backend(format!("claim jobs from queue `{queue}`")))?;
         log_report(queue, &report);
         let mut jobs = Vec::with_capacity(claimed.len());
-        for flat in claimed {
-            let fields = Fields::new(flat);
+        for values in claimed {
+            let fields = Fields::named(&names, values);
             let id = fields.id.clone();
             match fields.job() {
                 Ok(job) => jobs.push(job),

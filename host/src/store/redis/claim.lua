@@ -2,17 +2,23 @@
 -- KEYS: the queue's nine keys (see lib.lua); no job keys (ids come from the waiting set).
 -- ARGV: [1..4] prefix, queue, now, wake channel (see lib.lua)
 --       [5] max jobs  [6] lease owner  [7] lease expiry (ms)  [8] most due jobs to promote
--- Returns: { claimed, report } where claimed is one HGETALL array per claimed job, in claim
--- order, with the fields the claim changed appended (a reader keeps the last value of a
--- field), and report is `id, reason` pairs for broken entries moved aside or dropped.
+-- Returns: { fields, claimed, report } where fields names the job fields a claim returns,
+-- claimed is one array of those fields' values (nil where unset) per claimed job, in claim
+-- order, as they are after the claim, and report is `id, reason` pairs for broken entries
+-- moved aside or dropped.
 -- Due scheduled jobs are promoted to waiting first. A paused queue claims nothing.
 -- A job whose hash looks sound here (state, id, queue, attempts) is claimed on that check
 -- alone: the host decodes every field and moves aside one it cannot read.
 
 local max, owner, expires = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
+-- What a host needs of a claimed job (not its result, progress or finish time, which a
+-- job being claimed does not have). Positions 1, 2, 3, 7 and 13..16 are used below.
+local FIELDS = { 'id', 'queue', 'state', 'handler', 'payload', 'priority', 'attempts',
+  'max_attempts', 'run_at', 'unique_key', 'cancel_requested', 'created_at', 'updated_at',
+  'claimed_at', 'lease_owner', 'lease_expires_at', 'error', 'history' }
 local report, claimed, moves = {}, {}, new_moves()
 if redis.call('EXISTS', K_PAUSED) == 1 then
-  return { claimed, report }
+  return { FIELDS, claimed, report }
 end
 promote_due(tonumber(ARGV[8]), report)
 local lease_until, now = int(expires), int(NOW)
@@ -24,19 +30,16 @@ while #claimed < max do
   for i = 1, #popped, 2 do
     local id = member_id(popped[i])
     local key = job_key(id)
-    local flat = redis.pcall('HGETALL', key)
-    local job = flat.err == nil and as_table(flat) or nil
-    if job and job.state == 'waiting' and job.id == id and job.queue == QUEUE
-      and int_in(job.attempts, INT_FIELDS.attempts) then
-      local attempts = int(tonumber(job.attempts) + 1)
+    local job = redis.pcall('HMGET', key, unpack(FIELDS))
+    if job.err == nil and job[3] == 'waiting' and job[1] == id and job[2] == QUEUE
+      and int_in(job[7], INT_FIELDS.attempts) then
+      local attempts = int(tonumber(job[7]) + 1)
       redis.call('HSET', key, 'state', 'active', 'attempts', attempts, 'lease_owner', owner,
         'lease_expires_at', lease_until, 'claimed_at', now, 'updated_at', now)
       zadd(moves, K_ACTIVE, expires, id)
-      for _, value in ipairs({ 'state', 'active', 'attempts', attempts, 'lease_owner', owner,
-        'lease_expires_at', lease_until, 'claimed_at', now, 'updated_at', now }) do
-        flat[#flat + 1] = value
-      end
-      claimed[#claimed + 1] = flat
+      job[3], job[7], job[13], job[14], job[15], job[16] =
+        'active', attempts, now, now, owner, lease_until
+      claimed[#claimed + 1] = job
     else
       -- Missing, not a hash, malformed or in another state: `take` says which and deals
       -- with it.
@@ -45,4 +48,4 @@ while #claimed < max do
   end
 end
 flush_moves(moves)
-return { claimed, report }
+return { FIELDS, claimed, report }
