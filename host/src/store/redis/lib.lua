@@ -70,6 +70,16 @@ local function append_history(key, record)
   redis.call('HSET', key, 'history', appended(redis.call('HGET', key, 'history'), record))
 end
 
+-- The list of deferred arguments for `key` in `lists`, created empty on first use.
+local function pending(lists, key)
+  local args = lists[key]
+  if not args then
+    args = {}
+    lists[key] = args
+  end
+  return args
+end
+
 -- Adds `id` with `score` to the sorted set `key` now, or, given `moves`, at `flush_moves`:
 -- a batch then costs one command per set instead of one per job.
 local function zadd(moves, key, score, id)
@@ -77,11 +87,7 @@ local function zadd(moves, key, score, id)
     redis.call('ZADD', key, score, id)
     return
   end
-  local args = moves.add[key]
-  if not args then
-    args = {}
-    moves.add[key] = args
-  end
+  local args = pending(moves.add, key)
   local n = #args
   args[n + 1], args[n + 2] = score, id
 end
@@ -92,11 +98,7 @@ local function zrem(moves, key, id)
     redis.call('ZREM', key, id)
     return
   end
-  local args = moves.rem[key]
-  if not args then
-    args = {}
-    moves.rem[key] = args
-  end
+  local args = pending(moves.rem, key)
   args[#args + 1] = id
 end
 
