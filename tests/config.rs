@@ -319,18 +319,34 @@ fn store_settings() {
         "tcp://b",
     );
 
+    assert_rejected(
+        "[store]\nca_file = \"ca.pem\"\n",
+        "store.ca_file",
+        2,
+        "only the redis backend",
+    );
+
     let config = parse("[store]\nurl = \"rediss://cache:6380\"\n").unwrap();
     assert_eq!(
         config.store,
-        StoreConfig::Redis(RedisTarget::Server("rediss://cache:6380".into()))
+        StoreConfig::Redis(RedisTarget::Server("rediss://cache:6380".into()), None)
+    );
+    let config = parse("[store]\nurl = \"rediss://cache:6380\"\nca_file = \"ca.pem\"\n").unwrap();
+    assert_eq!(
+        config.store,
+        StoreConfig::Redis(
+            RedisTarget::Server("rediss://cache:6380".into()),
+            Some("/etc/kiln/ca.pem".into())
+        ),
+        "ca_file is relative to the config file"
     );
     let config = parse("[store]\nnodes = [\"redis://a:7000\", \"redis://b:7001\"]\n").unwrap();
     assert_eq!(
         config.store,
-        StoreConfig::Redis(RedisTarget::Cluster(vec![
-            "redis://a:7000".into(),
-            "redis://b:7001".into()
-        ]))
+        StoreConfig::Redis(
+            RedisTarget::Cluster(vec!["redis://a:7000".into(), "redis://b:7001".into()]),
+            None
+        )
     );
     let config = parse("[store]\npath = \"/var/kiln.db\"\ndurability = \"full\"\n").unwrap();
     assert_eq!(
@@ -374,7 +390,7 @@ fn env_overrides_apply() {
     );
     assert_eq!(
         config.store,
-        StoreConfig::Redis(RedisTarget::Server("redis://127.0.0.1:6379".into()))
+        StoreConfig::Redis(RedisTarget::Server("redis://127.0.0.1:6379".into()), None)
     );
     assert_eq!(config.defaults.backoff.jitter, 0.5);
     assert_eq!(
@@ -548,10 +564,10 @@ fn env_values_may_be_toml_arrays_or_strings() {
     let config = Config::from_toml_str("", Path::new(ORIGIN), vars).unwrap();
     assert_eq!(
         config.store,
-        StoreConfig::Redis(RedisTarget::Cluster(vec![
-            "redis://a:7000".into(),
-            "redis://b:7001".into()
-        ]))
+        StoreConfig::Redis(
+            RedisTarget::Cluster(vec!["redis://a:7000".into(), "redis://b:7001".into()]),
+            None
+        )
     );
 
     let vars = env(&[("KILN_STORE__NODES", r#"["redis://a:7000", "tcp://b"]"#)]);

@@ -433,3 +433,46 @@ async fn wake_latency(store: &RedisStore) -> Duration {
     }
     total / ROUNDS
 }
+
+/// `rediss://` to a server whose certificate a private CA signed: refused while the host
+/// trusts only the system's roots, served once `ca_file` names that CA.
+#[tokio::test]
+async fn tls_with_a_private_certificate_authority() {
+    let server = RedisServer::tls();
+    let target = RedisTarget::server(server.tls_url()).with_namespace(namespace());
+    let refused = tokio::time::timeout(Duration::from_secs(60), RedisStore::open(target.clone()))
+        .await
+        .expect("an untrusted certificate fails the connect rather than hanging");
+    let error = refused
+        .err()
+        .expect("the system roots do not trust the test CA");
+    assert!(
+        error.to_string().contains("connect to redis at rediss://"),
+        "{error}"
+    );
+
+    let missing = target
+        .clone()
+        .with_ca_file(server.ca_file().with_extension("nope"));
+    let error = RedisStore::open(missing).await.err().expect("no CA file");
+    let source = std::error::Error::source(&error).map(ToString::to_string);
+    assert!(
+        source
+            .as_deref()
+            .unwrap_or("")
+            .contains("cannot read the CA file"),
+        "{error}: {source:?}"
+    );
+
+    let store = open(target.with_ca_file(server.ca_file())).await;
+    let enqueued = store
+        .enqueue(vec![job("mail", "over tls")], T0)
+        .await
+        .unwrap();
+    let claimed = store.claim("mail", 1, "w", LEASE, T0).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(
+        (claimed[0].id.as_str(), claimed[0].payload.as_slice()),
+        (enqueued[0].id.as_str(), &b"over tls"[..])
+    );
+}

@@ -74,6 +74,8 @@ pub struct RedisServer {
     dir: TempDir,
     /// Extra arguments, reused by `restart`.
     args: Vec<String>,
+    /// The TLS port, for a server started by `tls`.
+    tls_port: Option<u16>,
 }
 
 impl RedisServer {
@@ -102,9 +104,52 @@ impl RedisServer {
             port: free_port(),
             dir: tempfile::tempdir().expect("temp dir for redis"),
             args: args.iter().map(|arg| (*arg).to_owned()).collect(),
+            tls_port: None,
         };
         server.spawn();
         server
+    }
+
+    /// A server without persistence that also serves TLS on a second port, with a
+    /// certificate for 127.0.0.1 signed by a certificate authority made for it (`ca_file`).
+    pub fn tls() -> Self {
+        require_redis();
+        let dir = tempfile::tempdir().expect("temp dir for redis");
+        make_certificates(dir.path());
+        let file = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+        let tls_port = free_port();
+        let args = [
+            ("--save", String::new()),
+            ("--appendonly", "no".into()),
+            ("--tls-port", tls_port.to_string()),
+            ("--tls-cert-file", file("server.crt")),
+            ("--tls-key-file", file("server.key")),
+            ("--tls-ca-cert-file", file("ca.crt")),
+            ("--tls-auth-clients", "no".into()),
+        ];
+        let mut server = RedisServer {
+            child: None,
+            port: free_port(),
+            dir,
+            args: args
+                .into_iter()
+                .flat_map(|(k, v)| [k.to_owned(), v])
+                .collect(),
+            tls_port: Some(tls_port),
+        };
+        server.spawn();
+        server
+    }
+
+    /// `rediss://127.0.0.1:TLS_PORT`, for a server started by `tls`.
+    pub fn tls_url(&self) -> String {
+        let port = self.tls_port.expect("started with RedisServer::tls");
+        format!("rediss://127.0.0.1:{port}")
+    }
+
+    /// The PEM file of the certificate authority that signed a `tls` server's certificate.
+    pub fn ca_file(&self) -> std::path::PathBuf {
+        self.dir.path().join("ca.crt")
     }
 
     fn spawn(&mut self) {
@@ -158,6 +203,71 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Writes `ca.crt`/`ca.key` (a certificate authority) and `server.crt`/`server.key` (a
+/// certificate for 127.0.0.1 that it signed) into `dir`, with the `openssl` command.
+fn make_certificates(dir: &std::path::Path) {
+    let steps: [&[&str]; 3] = [
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=kiln test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+        ],
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ],
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.cnf",
+            "-out",
+            "server.crt",
+        ],
+    ];
+    std::fs::write(dir.join("san.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    for args in steps {
+        let status = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        assert!(
+            status.is_ok_and(|s| s.success()),
+            "`openssl {}` failed; the TLS test needs openssl (tests/run.sh installs it)",
+            args.join(" ")
+        );
     }
 }
 

@@ -332,8 +332,12 @@ pub async fn open_store(config: &Config) -> anyhow::Result<AnyStore> {
                 .with_context(|| format!("failed to open job store `{}`", path.display()))?;
             Ok(AnyStore::Embedded(store))
         }
-        StoreConfig::Redis(target) => AnyStore::open_redis(target.clone().into())
-            .await
-            .context("failed to connect to the Redis job store"),
+        StoreConfig::Redis(target, ca_file) => {
+            let mut target = crate::store::RedisTarget::from(target.clone());
+            target.ca_file.clone_from(ca_file);
+            AnyStore::open_redis(target)
+                .await
+                .context("failed to connect to the Redis job store")
+        }
     }
 }

@@ -111,8 +111,9 @@ pub enum StoreConfig {
         path: PathBuf,
         durability: Durability,
     },
-    /// Redis, shared by hosts on many machines.
-    Redis(RedisTarget),
+    /// Redis, shared by hosts on many machines; with the PEM file of the certificate
+    /// authority to trust for `rediss://` instead of the system's.
+    Redis(RedisTarget, Option<PathBuf>),
 }
 
 /// How hard the embedded store works to keep committed jobs across a power loss.

@@ -81,6 +81,7 @@ pub(super) struct RawStore {
     pub durability: Value<String>,
     pub url: Value<String>,
     pub nodes: Value<Vec<Spanned<String>>>,
+    pub ca_file: Value<String>,
 }
 
 /// `backoff = { initial, max, jitter }`, any subset.

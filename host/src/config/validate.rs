@@ -205,11 +205,13 @@ impl Checker<'_> {
             }
         };
         if redis {
-            return self.redis(raw).map(StoreConfig::Redis);
+            let ca_file = raw.ca_file.as_ref().map(|file| self.path(file.get_ref()));
+            return Ok(StoreConfig::Redis(self.redis(raw)?, ca_file));
         }
         let stray = [
             ("store.url", raw.url.as_ref().map(Spanned::span)),
             ("store.nodes", raw.nodes.as_ref().map(Spanned::span)),
+            ("store.ca_file", raw.ca_file.as_ref().map(Spanned::span)),
         ];
         if let Some((key, Some(span))) = stray.into_iter().find(|(_, s)| s.is_some()) {
             return Err(self.origins.invalid(

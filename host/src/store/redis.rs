@@ -23,12 +23,16 @@
 //! the README section "The Redis job format".
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, PushInfo, PushKind, RedisFuture, Script, ScriptInvocation, Value};
+use redis::{
+    Cmd, IntoConnectionInfo, Pipeline, PushInfo, PushKind, RedisFuture, Script, ScriptInvocation,
+    TlsCertificates, Value,
+};
 use tokio::sync::Notify;
 
 use super::{
@@ -84,12 +88,15 @@ pub struct RedisTarget {
     /// Prefix of every key and of the wake channel, so several Kiln deployments (or test
     /// runs) can share one Redis without seeing each other's jobs.
     pub namespace: String,
+    /// For `rediss://`: a PEM file of the certificate authority to trust instead of the
+    /// system's roots (a private CA, a self-signed server).
+    pub ca_file: Option<PathBuf>,
 }
 
 /// A Redis deployment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RedisEndpoint {
-    /// One server: `redis://[user:pass@]host:port[/db]` (or `rediss://` with TLS support).
+    /// One server: `redis://[user:pass@]host:port[/db]`, or `rediss://` for TLS.
     Server(String),
     /// Redis Cluster: URLs of some of its nodes; the rest are discovered.
     Cluster(Vec<String>),
@@ -101,6 +108,7 @@ impl RedisTarget {
         RedisTarget {
             endpoint: RedisEndpoint::Server(url.into()),
             namespace: DEFAULT_NAMESPACE.to_owned(),
+            ca_file: None,
         }
     }
 
@@ -109,6 +117,7 @@ impl RedisTarget {
         RedisTarget {
             endpoint: RedisEndpoint::Cluster(nodes.into_iter().map(Into::into).collect()),
             namespace: DEFAULT_NAMESPACE.to_owned(),
+            ca_file: None,
         }
     }
 
@@ -116,6 +125,39 @@ impl RedisTarget {
     pub fn with_namespace(mut self, namespace: impl Into<String>) -> Self {
         self.namespace = namespace.into();
         self
+    }
+
+    /// The same target trusting the certificate authority in the PEM file `path` for TLS.
+    pub fn with_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
+        self
+    }
+
+    /// The CA to trust for TLS, read from `ca_file`, if one is set.
+    fn certificates(&self) -> Result<Option<TlsCertificates>, redis::RedisError> {
+        let Some(path) = &self.ca_file else {
+            return Ok(None);
+        };
+        let pem = std::fs::read(path).map_err(|e| {
+            redis::RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "cannot read the CA file",
+                format!("`{}`: {e}", path.display()),
+            ))
+        })?;
+        Ok(Some(TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem),
+        }))
+    }
+
+    /// A client for one server URL, trusting `ca_file` when set.
+    fn client(&self, url: impl IntoConnectionInfo) -> Result<redis::Client, redis::RedisError> {
+        install_tls_provider();
+        match self.certificates()? {
+            Some(certificates) => redis::Client::build_with_tls(url, certificates),
+            None => redis::Client::open(url),
+        }
     }
 
     /// The node URLs, for error messages and the wake subscription.
@@ -373,26 +415,40 @@ fn manager_config() -> ConnectionManagerConfig {
         .set_response_timeout(Some(RESPONSE_TIMEOUT))
 }
 
+/// Makes ring the TLS provider of the process (for `rediss://`), once; a provider installed
+/// before (by an embedding program) is kept.
+fn install_tls_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
 async fn connect(target: &RedisTarget) -> StoreResult<Conn> {
     let context = || format!("connect to redis at {}", target.urls().join(", "));
     match &target.endpoint {
         RedisEndpoint::Server(url) => {
-            let client = redis::Client::open(url.as_str()).map_err(backend(context()))?;
+            let client = target.client(url.as_str()).map_err(backend(context()))?;
             let manager = ConnectionManager::new_with_config(client, manager_config())
                 .await
                 .map_err(backend(context()))?;
             Ok(Conn::Server(manager))
         }
         RedisEndpoint::Cluster(nodes) => {
-            let client =
-                redis::cluster::ClusterClientBuilder::new(nodes.iter().map(String::as_str))
-                    .retries(u32::try_from(RECONNECT_ATTEMPTS).unwrap_or(u32::MAX))
-                    .min_retry_wait(u64::try_from(RECONNECT_MIN_DELAY.as_millis()).unwrap_or(50))
-                    .max_retry_wait(u64::try_from(RECONNECT_MAX_DELAY.as_millis()).unwrap_or(2_000))
-                    .connection_timeout(CONNECT_TIMEOUT)
-                    .response_timeout(RESPONSE_TIMEOUT)
-                    .build()
-                    .map_err(backend(context()))?;
+            install_tls_provider();
+            let mut builder =
+                redis::cluster::ClusterClientBuilder::new(nodes.iter().map(String::as_str));
+            if let Some(certificates) = target.certificates().map_err(backend(context()))? {
+                builder = builder.certs(certificates);
+            }
+            let client = builder
+                .retries(u32::try_from(RECONNECT_ATTEMPTS).unwrap_or(u32::MAX))
+                .min_retry_wait(u64::try_from(RECONNECT_MIN_DELAY.as_millis()).unwrap_or(50))
+                .max_retry_wait(u64::try_from(RECONNECT_MAX_DELAY.as_millis()).unwrap_or(2_000))
+                .connection_timeout(CONNECT_TIMEOUT)
+                .response_timeout(RESPONSE_TIMEOUT)
+                .build()
+                .map_err(backend(context()))?;
             let conn = client
                 .get_async_connection()
                 .await
@@ -414,13 +470,13 @@ async fn subscribe(target: &RedisTarget, wakers: &Arc<Wakers>) -> StoreResult<Co
             Ok(())
         };
         let attempt = async {
-            let client = redis::Client::open(url.as_str())?;
+            let client = target.client(url.as_str())?;
             let info = client.get_connection_info().clone();
             let settings = info
                 .redis_settings()
                 .clone()
                 .set_protocol(redis::ProtocolVersion::RESP3);
-            let client = redis::Client::open(info.set_redis_settings(settings))?;
+            let client = target.client(info.set_redis_settings(settings))?;
             let config = manager_config()
                 .set_push_sender(sender)
                 .set_automatic_resubscription();
