@@ -184,8 +184,8 @@ where
 
 /// Garbage planted in a queue by a foreign producer: an id in the waiting set without a
 /// hash, a job hash missing fields, a job hash with a bad number, a string where a hash
-/// belongs, a hash whose history holds no attempt records (caught only when the host decodes
-/// the claimed job). Claims skip past all of them, each broken job becomes a failed job
+/// belongs, a hash whose history holds no attempt records (the bad number and the history are
+/// caught when the host decodes the claimed job). Claims skip past all of them, each broken job becomes a failed job
 /// saying why (the string and the undecodable hash are kept under `garbage:` keys), and the
 /// queue keeps working.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,67 +208,36 @@ async fn garbage_in_a_queue_is_moved_aside() {
     plant("q/no-hash");
     let missing = plant("q/missing-fields");
     server.cli(&["HSET", &missing, "handler", "echo", "state", "waiting"]);
-    let bad_number = plant("q/bad-number");
-    server.cli(&[
-        "HSET",
-        &bad_number,
-        "id",
-        "q/bad-number",
-        "queue",
-        "q",
-        "handler",
-        "echo",
-        "payload",
-        "",
-        "priority",
-        "high",
-        "state",
-        "waiting",
-        "attempts",
-        "0",
-        "max_attempts",
-        "3",
-        "run_at",
-        "0",
-        "created_at",
-        "0",
-        "updated_at",
-        "0",
-        "history",
-        "[]",
-    ]);
+    // A complete waiting job hash for `id`, except that `field` holds `value`.
+    let plant_hash = |id: &str, field: &str, value: &str| {
+        let key = plant(id);
+        let mut fields = vec![
+            ("id", id),
+            ("queue", "q"),
+            ("handler", "echo"),
+            ("payload", ""),
+            ("priority", "0"),
+            ("state", "waiting"),
+            ("attempts", "0"),
+            ("max_attempts", "3"),
+            ("run_at", "0"),
+            ("created_at", "0"),
+            ("updated_at", "0"),
+            ("history", "[]"),
+        ];
+        fields
+            .iter_mut()
+            .find(|(name, _)| *name == field)
+            .unwrap()
+            .1 = value;
+        let mut args = vec!["HSET", key.as_str()];
+        args.extend(fields.iter().flat_map(|(name, value)| [*name, *value]));
+        server.cli(&args);
+    };
+    plant_hash("q/bad-number", "priority", "high");
     let string = plant("q/a-string");
     server.cli(&["SET", &string, "not a job"]);
-    // Sound to the scripts, but its history entry is not an attempt record.
-    let bad_history = plant("q/bad-history");
-    server.cli(&[
-        "HSET",
-        &bad_history,
-        "id",
-        "q/bad-history",
-        "queue",
-        "q",
-        "handler",
-        "echo",
-        "payload",
-        "",
-        "priority",
-        "0",
-        "state",
-        "waiting",
-        "attempts",
-        "0",
-        "max_attempts",
-        "3",
-        "run_at",
-        "0",
-        "created_at",
-        "0",
-        "updated_at",
-        "0",
-        "history",
-        "[{\"x\":1}]",
-    ]);
+    plant_hash("q/bad-history", "history", "[{\"x\":1}]");
 
     let claimed = store.claim("q", 10, "w", LEASE, T0).await.unwrap();
     let ids: Vec<_> = claimed.iter().map(|j| j.id.as_str()).collect();

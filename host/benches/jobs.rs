@@ -2,7 +2,6 @@
 //! then drained by a worker, and enqueue -> start latency with an idle host.
 //! Run with `cargo bench -p kiln --bench jobs`; figures go to BENCHMARKS.md.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,18 +10,13 @@ use kiln::config::Config;
 use kiln::registry::Registry;
 use kiln::store::{AnyStore, Durability, EmbeddedStore, JobStore, NewJob, Timestamp};
 use kiln::worker::{SystemClock, Worker};
-use kiln::{Runtime, RuntimeSettings};
 
 const JOBS: usize = 100_000;
 const ENQUEUE_BATCH: usize = 1_000;
 const LATENCY_SAMPLES: usize = 200;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
+mod common;
+use common::root;
 
 struct Setup {
     _dir: tempfile::TempDir,
@@ -32,36 +26,13 @@ struct Setup {
 }
 
 async fn setup(durability: Durability, concurrency: usize) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let handlers = dir.path().join("handlers");
-    std::fs::create_dir(&handlers).unwrap();
-    std::fs::copy(
-        root().join("target/guests/echo.wasm"),
-        handlers.join("echo.wasm"),
-    )
-    .unwrap();
-    let text = format!(
-        "[host]\nhandlers_dir = \"handlers\"\nconcurrency = {concurrency}\n\
-         [queues.default]\nconcurrency = {concurrency}\n[store]\npath = \"kiln.db\"\n\
-         [defaults]\nretention = {{ succeeded = {{ count = 1000000, age = \"1d\" }} }}\n"
-    );
-    let config = Config::from_toml_str(&text, &dir.path().join("config.toml"), Vec::new()).unwrap();
-    let store = EmbeddedStore::open(dir.path().join("kiln.db"), durability).unwrap();
-    let runtime = Arc::new(
-        Runtime::new(RuntimeSettings {
-            max_instances: concurrency as u32,
-            max_memory: config.max_job_memory(),
-            pooling: true,
-        })
-        .unwrap(),
-    );
-    let registry = Arc::new(Registry::new(runtime, handlers, None));
-    registry.load_all().await.unwrap();
+    let host = common::echo_host(concurrency, "path = \"kiln.db\"", 1_000_000).await;
+    let store = EmbeddedStore::open(host.dir.path().join("kiln.db"), durability).unwrap();
     Setup {
-        _dir: dir,
         store: Arc::new(AnyStore::Embedded(store)),
-        config: Arc::new(config),
-        registry,
+        config: host.config,
+        registry: host.registry,
+        _dir: host.dir,
     }
 }
 

@@ -7,16 +7,12 @@
 //! Run alone: `BENCH_REDIS_URL=redis://127.0.0.1:6379 BENCH_OUT=/tmp/kiln.json cargo bench -p kiln --bench redis`.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kiln::config::Config;
-use kiln::registry::Registry;
 use kiln::store::{AnyStore, Job, JobStore, NewJob, RedisTarget, Timestamp};
 use kiln::worker::{SystemClock, Worker};
-use kiln::{Runtime, RuntimeSettings};
 
 const BATCH: usize = 1_000;
 
@@ -27,12 +23,7 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
+mod common;
 
 /// What the start hook records: throughput jobs by count and first/last start, latency jobs
 /// (payload `{"n": k}`) by their start time.
@@ -84,31 +75,12 @@ async fn run() -> serde_json::Value {
     let enqueue_s = started.elapsed().as_secs_f64();
 
     let boot = Instant::now();
-    let dir = tempfile::tempdir().unwrap();
-    let handlers = dir.path().join("handlers");
-    std::fs::create_dir(&handlers).unwrap();
-    std::fs::copy(
-        root().join("target/guests/echo.wasm"),
-        handlers.join("echo.wasm"),
-    )
-    .unwrap();
-    let text = format!(
-        "[host]\nhandlers_dir = \"handlers\"\nconcurrency = {concurrency}\n\
-         [queues.default]\nconcurrency = {concurrency}\n[store]\nurl = \"{url}\"\n\
-         [defaults]\nretention = {{ succeeded = {{ count = 10000000, age = \"1d\" }} }}\n"
-    );
-    let config =
-        Arc::new(Config::from_toml_str(&text, &dir.path().join("c.toml"), Vec::new()).unwrap());
-    let runtime = Arc::new(
-        Runtime::new(RuntimeSettings {
-            max_instances: concurrency as u32,
-            max_memory: config.max_job_memory(),
-            pooling: true,
-        })
-        .unwrap(),
-    );
-    let registry = Arc::new(Registry::new(runtime, handlers, None));
-    registry.load_all().await.unwrap();
+    let store_toml = format!("url = \"{url}\"");
+    let common::EchoHost {
+        dir: _dir,
+        config,
+        registry,
+    } = common::echo_host(concurrency, &store_toml, 10_000_000).await;
     let starts = Arc::new(Starts::default());
     let hook = starts.clone();
     let worker = Worker::new(store.clone(), registry, config, Arc::new(SystemClock))

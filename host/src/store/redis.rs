@@ -470,8 +470,7 @@ async fn subscribe(target: &RedisTarget, wakers: &Arc<Wakers>) -> StoreResult<Co
             Ok(())
         };
         let attempt = async {
-            let client = target.client(url.as_str())?;
-            let info = client.get_connection_info().clone();
+            let info = url.as_str().into_connection_info()?;
             let settings = info
                 .redis_settings()
                 .clone()
