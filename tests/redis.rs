@@ -134,6 +134,87 @@ async fn wait_wakes_on_another_handles_enqueue() {
     assert_eq!(claimed[0].payload, b"hello");
 }
 
+/// A handle settles jobs it claimed from what the claim returned, without reading them; any
+/// other handle (a restarted host, an admin tool) settles by reading them. Both end the same
+/// way: the result stored, an earlier attempt's error cleared, the history appended, the
+/// unique key released, the lease unlisted. A stale owner changes nothing. (A private server,
+/// so its command counts are this case's alone.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settles_alike_with_and_without_the_claim_at_hand() {
+    let server = RedisServer::start();
+    let hmgets = || -> u64 {
+        let stats = server.cli(&["INFO", "commandstats"]);
+        let line = stats.lines().find(|l| l.starts_with("cmdstat_hmget:"));
+        line.and_then(|l| l.split(['=', ',']).nth(1)?.parse().ok())
+            .unwrap_or(0)
+    };
+    let target = RedisTarget::server(server.url()).with_namespace(namespace());
+    let claimer = open(target.clone()).await;
+    let other = open(target).await;
+    for (queue, settler, reads) in [("a", &claimer, 0), ("b", &other, 1)] {
+        let mut new = job(queue, "x");
+        new.unique_key = Some("key".to_owned());
+        new.max_attempts = 2;
+        let id = claimer.enqueue(vec![new.clone()], T0).await.unwrap()[0]
+            .id
+            .clone();
+        let first = claimer.claim(queue, 1, "w", LEASE, T0).await.unwrap();
+        let retry = SettleAction::Retry {
+            at: T0,
+            error: "first attempt failed".to_owned(),
+        };
+        claimer
+            .settle(vec![settlement(&first[0], "w", retry, T0)], T0)
+            .await
+            .unwrap();
+        let second = claimer.claim(queue, 1, "w", LEASE, at(1)).await.unwrap();
+        assert_eq!(second[0].error.as_deref(), Some("first attempt failed"));
+        let succeed = SettleAction::Succeed {
+            result: b"done".to_vec(),
+        };
+        let stale = settlement(&second[0], "someone else", succeed.clone(), at(2));
+        assert_eq!(
+            other.settle(vec![stale], at(2)).await.unwrap(),
+            std::slice::from_ref(&id)
+        );
+        let before = hmgets();
+        let settled = settlement(&second[0], "w", succeed, at(2));
+        assert!(
+            settler
+                .settle(vec![settled], at(2))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            hmgets() - before,
+            reads,
+            "queue {queue}: job reads while settling"
+        );
+
+        let done = other.get(&id).await.unwrap().unwrap();
+        assert_eq!(done.state, JobState::Succeeded, "queue {queue}");
+        assert_eq!(done.result.as_deref(), Some(&b"done"[..]), "queue {queue}");
+        assert_eq!(done.error, None, "queue {queue}: the old error is cleared");
+        assert_eq!(done.lease, None, "queue {queue}");
+        assert_eq!(
+            done.history.len(),
+            2,
+            "queue {queue}: both attempts recorded"
+        );
+        assert_eq!(done.finished_at, Some(at(2)), "queue {queue}");
+        let again = claimer.enqueue(vec![new], at(3)).await.unwrap();
+        assert!(
+            !again[0].existing,
+            "queue {queue}: the unique key was released"
+        );
+    }
+    for counts in other.counts().await.unwrap() {
+        let (active, succeeded) = (counts.active, counts.succeeded);
+        assert_eq!((active, succeeded), (0, 1), "queue {}", counts.queue);
+    }
+}
+
 /// Redis restarts mid-use (AOF with `appendfsync always`): while it is down operations fail
 /// with a backend error instead of panicking, and afterwards the same store handle
 /// reconnects and every acknowledged job is still there and claimable.

@@ -311,7 +311,7 @@ struct Wakers {
 
 impl Wakers {
     fn register(&self, queues: &[String], waiter: &Arc<Notify>) {
-        let mut map = self.by_queue.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut map = lock(&self.by_queue);
         for queue in queues {
             map.entry(queue.clone())
                 .or_default()
@@ -320,7 +320,7 @@ impl Wakers {
     }
 
     fn unregister(&self, queues: &[String], waiter: &Arc<Notify>) {
-        let mut map = self.by_queue.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut map = lock(&self.by_queue);
         for queue in queues {
             if let Some(list) = map.get_mut(queue) {
                 list.retain(|other| !Arc::ptr_eq(other, waiter));
@@ -332,7 +332,7 @@ impl Wakers {
     }
 
     fn wake(&self, queue: &str) {
-        let map = self.by_queue.lock().unwrap_or_else(PoisonError::into_inner);
+        let map = lock(&self.by_queue);
         for waiter in map.get(queue).into_iter().flatten() {
             waiter.notify_one();
         }
@@ -340,7 +340,7 @@ impl Wakers {
 
     /// After the subscription dropped, wake everyone: messages may have been missed.
     fn wake_all(&self) {
-        let map = self.by_queue.lock().unwrap_or_else(PoisonError::into_inner);
+        let map = lock(&self.by_queue);
         for waiter in map.values().flatten() {
             waiter.notify_one();
         }
@@ -403,6 +403,33 @@ struct Inner {
     /// Queues this handle has already added to the `<namespace>:queues` registry, so enqueue
     /// pays for the `SADD` once per queue.
     registered: Mutex<HashSet<String>>,
+    /// What this handle's claims returned that settling needs (keyed by job id), so a
+    /// settlement of a job claimed here writes without reading the job first.
+    claims: Mutex<HashMap<String, ClaimFacts>>,
+}
+
+/// What a claim returned about one job that `settle.lua` would otherwise read.
+struct ClaimFacts {
+    owner: String,
+    had_error: bool,
+    unique_key: Option<String>,
+    /// The attempt history as claimed, JSON.
+    history: Vec<u8>,
+}
+
+impl ClaimFacts {
+    /// The `claimed` argument of `settle.lua`: `k`, then `e` and `u` for an error and a
+    /// unique key.
+    fn flags(&self) -> String {
+        let mut flags = String::from("k");
+        if self.had_error {
+            flags.push('e');
+        }
+        if self.unique_key.is_some() {
+            flags.push('u');
+        }
+        flags
+    }
 }
 
 /// Reconnect and timeout settings shared by the command and subscriber connections.
@@ -509,6 +536,7 @@ impl RedisStore {
                 subscriber,
                 wakers,
                 registered: Mutex::new(HashSet::new()),
+                claims: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -565,12 +593,7 @@ impl RedisStore {
 
     /// Adds `queue` to the registry that `counts`, `list` and `recover` walk.
     async fn register_queue(&self, queue: &str) -> StoreResult<()> {
-        let known = self
-            .inner
-            .registered
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains(queue);
+        let known = lock(&self.inner.registered).contains(queue);
         if known {
             return Ok(());
         }
@@ -580,11 +603,7 @@ impl RedisStore {
             .exec_async(&mut self.conn())
             .await
             .map_err(backend(format!("register queue `{queue}`")))?;
-        self.inner
-            .registered
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(queue.to_owned());
+        lock(&self.inner.registered).insert(queue.to_owned());
         Ok(())
     }
 
@@ -682,11 +701,14 @@ impl Fields {
         let state: JobState = self.text("state")?.parse().map_err(|e| format!("{e}"))?;
         let history: Vec<AttemptRecord> = serde_json::from_str(&self.text("history")?)
             .map_err(|e| format!("attempt history is not valid json: {e}"))?;
+        // The lease fields stay after a job leaves `active`: they describe its last claim.
         let lease = match (
             self.text_opt("lease_owner")?,
             self.time_opt("lease_expires_at")?,
         ) {
-            (Some(owner), Some(expires_at)) => Some(Lease { owner, expires_at }),
+            (Some(owner), Some(expires_at)) if state == JobState::Active => {
+                Some(Lease { owner, expires_at })
+            }
             _ => None,
         };
         let progress = match self.number_opt::<u8>("progress_percent")? {
@@ -728,6 +750,18 @@ fn decode(id: &str, flat: Vec<Vec<u8>>) -> StoreResult<Job> {
             id: id.to_owned(),
             reason,
         })
+}
+
+/// The job id in a member of a queue's `active` set: `<id length>:<id><lease owner>`.
+fn lease_member_id(member: &str) -> &str {
+    member
+        .split_once(':')
+        .and_then(|(len, rest)| rest.get(..len.parse::<usize>().ok()?))
+        .unwrap_or(member)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Logs the `id, reason` pairs a script reported for broken entries it moved aside.
@@ -876,7 +910,10 @@ impl RedisStore {
             .map_err(backend(format!("renew leases in queue `{queue}`")))?;
         for (id, code) in ids.iter().zip(codes) {
             match code {
-                0 => report.lost.push((*id).clone()),
+                0 => {
+                    self.forget_claims([*id]);
+                    report.lost.push((*id).clone());
+                }
                 2 => report.cancel_requested.push((*id).clone()),
                 _ => {}
             }
@@ -893,21 +930,41 @@ impl RedisStore {
     ) -> StoreResult<Vec<String>> {
         let keys = self.keys(queue);
         let mut invocation = self.invocation(&SCRIPTS.settle, &keys, now);
-        for settlement in batch {
-            let (action, at, text, record) = settle_args(settlement)?;
-            invocation
-                .key(keys.job(&settlement.id))
-                .arg(&settlement.id)
-                .arg(&settlement.owner)
-                .arg(action)
-                .arg(at)
-                .arg(text)
-                .arg(record);
+        {
+            let claims = lock(&self.inner.claims);
+            for settlement in batch {
+                let (action, at, text, record) = settle_args(settlement)?;
+                invocation
+                    .key(keys.job(&settlement.id))
+                    .arg(&settlement.id)
+                    .arg(&settlement.owner)
+                    .arg(action)
+                    .arg(at)
+                    .arg(text)
+                    .arg(record);
+                match claims.get(&settlement.id) {
+                    Some(facts) if facts.owner == settlement.owner => invocation
+                        .arg(facts.flags())
+                        .arg(&facts.history[..])
+                        .arg(facts.unique_key.as_deref().unwrap_or("")),
+                    _ => invocation.arg("").arg("").arg(""),
+                };
+            }
         }
-        invocation
+        let stale = invocation
             .invoke_async(&mut self.conn())
             .await
-            .map_err(backend(format!("settle jobs in queue `{queue}`")))
+            .map_err(backend(format!("settle jobs in queue `{queue}`")))?;
+        self.forget_claims(batch.iter().map(|s| &s.id));
+        Ok(stale)
+    }
+
+    /// Drops the claim facts of jobs this handle no longer holds.
+    fn forget_claims<'a>(&self, ids: impl IntoIterator<Item = &'a String>) {
+        let mut claims = lock(&self.inner.claims);
+        for id in ids {
+            claims.remove(id);
+        }
     }
 
     /// Runs the reaper on one queue until it has nothing more to move.
@@ -986,6 +1043,7 @@ impl RedisStore {
             .into_iter()
             .map(|member| match state {
                 JobState::Waiting => member.get(16..).unwrap_or_default().to_owned(),
+                JobState::Active => lease_member_id(&member).to_owned(),
                 _ => member,
             })
             .collect();
@@ -1106,14 +1164,28 @@ impl JobStore for RedisStore {
             .map_err(backend(format!("claim jobs from queue `{queue}`")))?;
         log_report(queue, &report);
         let mut jobs = Vec::with_capacity(claimed.len());
+        let mut facts = Vec::with_capacity(claimed.len());
         for values in claimed {
             let fields = Fields::named(&names, values);
             let id = fields.id.clone();
+            let history = fields.map.get("history").cloned().unwrap_or_default();
             match fields.job() {
-                Ok(job) => jobs.push(job),
+                Ok(job) => {
+                    facts.push((
+                        id,
+                        ClaimFacts {
+                            owner: owner.to_owned(),
+                            had_error: job.error.is_some(),
+                            unique_key: job.unique_key.clone(),
+                            history,
+                        },
+                    ));
+                    jobs.push(job);
+                }
                 Err(reason) => self.quarantine(queue, &id, &reason, now).await,
             }
         }
+        lock(&self.inner.claims).extend(facts);
         Ok(jobs)
     }
 

@@ -12,10 +12,12 @@
 
 local max, owner, expires = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
 -- What a host needs of a claimed job (not its result, progress or finish time, which a
--- job being claimed does not have). Positions 1, 2, 3, 7 and 13..16 are used below.
+-- job being claimed does not have). The first 14 are read; the claim sets the last four.
+-- Positions 1, 2, 3 and 7 are checked below.
 local FIELDS = { 'id', 'queue', 'state', 'handler', 'payload', 'priority', 'attempts',
-  'max_attempts', 'run_at', 'unique_key', 'cancel_requested', 'created_at', 'updated_at',
-  'claimed_at', 'lease_owner', 'lease_expires_at', 'error', 'history' }
+  'max_attempts', 'run_at', 'unique_key', 'cancel_requested', 'created_at', 'error', 'history',
+  'updated_at', 'claimed_at', 'lease_owner', 'lease_expires_at' }
+local READ = { unpack(FIELDS, 1, 14) }
 local report, claimed, moves = {}, {}, new_moves()
 if redis.call('EXISTS', K_PAUSED) == 1 then
   return { FIELDS, claimed, report }
@@ -29,15 +31,15 @@ while #claimed < max do
   end
   for i = 1, #popped, 2 do
     local id = member_id(popped[i])
-    local key = job_key(id)
-    local job = redis.pcall('HMGET', key, unpack(FIELDS))
+    local key, member = job_key(id), lease_member(id, owner)
+    local job = redis.pcall('HMGET', key, unpack(READ))
     if job.err == nil and job[3] == 'waiting' and job[1] == id and job[2] == QUEUE
       and int_in(job[7], INT_FIELDS.attempts) then
       local attempts = int(tonumber(job[7]) + 1)
       redis.call('HSET', key, 'state', 'active', 'attempts', attempts, 'lease_owner', owner,
         'lease_expires_at', lease_until, 'claimed_at', now, 'updated_at', now)
-      zadd(moves, K_ACTIVE, expires, id)
-      job[3], job[7], job[13], job[14], job[15], job[16] =
+      zadd(moves, K_ACTIVE, expires, member)
+      job[3], job[7], job[15], job[16], job[17], job[18] =
         'active', attempts, now, now, owner, lease_until
       claimed[#claimed + 1] = job
     else

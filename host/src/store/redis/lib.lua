@@ -22,6 +22,8 @@ local function int(n)
   return string.format('%d', n)
 end
 
+local NOW_TEXT = int(NOW)
+
 local function job_key(id)
   return PREFIX .. 'job:' .. id
 end
@@ -35,6 +37,22 @@ end
 
 local function member_id(member)
   return string.sub(member, 17)
+end
+
+-- Member of the active zset (score: lease expiry): the id's length, a colon, the id, then
+-- the lease owner. A batch's ownership is then one ZMSCORE instead of a read per job.
+local function lease_member(id, owner)
+  return #id .. ':' .. id .. owner
+end
+
+-- The job id and lease owner of an active-set member.
+local function lease_parts(member)
+  local n, rest = string.match(member, '^(%d+):(.*)$')
+  n = tonumber(n)
+  if not n or n > #rest then
+    return member, ''
+  end
+  return string.sub(rest, 1, n), string.sub(rest, n + 1)
 end
 
 -- An HGETALL reply as a table, or nil when it is empty (the key does not exist).
@@ -205,13 +223,17 @@ local function problems(job, id)
   return bad, reasons
 end
 
--- Removes a job id from every state set (the waiting one when its member can be rebuilt).
+-- Removes a job id from every state set (the waiting and active ones when their member can
+-- be rebuilt from the job's fields).
 local function unlist(id, job)
-  for _, key in ipairs({ K_SCHEDULED, K_ACTIVE, K_SUCCEEDED, K_FAILED, K_CANCELLED }) do
+  for _, key in ipairs({ K_SCHEDULED, K_SUCCEEDED, K_FAILED, K_CANCELLED }) do
     redis.call('ZREM', key, id)
   end
   if job and int_in(job.run_at, INT_FIELDS.run_at) then
     redis.call('ZREM', K_WAITING, ready_member(job.run_at, id))
+  end
+  if job and type(job.lease_owner) == 'string' then
+    redis.call('ZREM', K_ACTIVE, lease_member(id, job.lease_owner))
   end
 end
 
@@ -260,7 +282,7 @@ local function quarantine(id, reason, move_all)
       redis.call('HDEL', key, field)
     end
   end
-  redis.call('HDEL', key, 'lease_owner', 'lease_expires_at', 'result')
+  redis.call('HDEL', key, 'result')
   redis.call('HSET', key, 'state', 'failed', 'error', 'corrupt job: ' .. reason,
     'cancel_requested', '0', 'updated_at', int(NOW), 'finished_at', int(NOW))
   redis.call('ZADD', K_FAILED, NOW, id)
@@ -321,38 +343,52 @@ local function promote_due(limit, report)
   return promoted
 end
 
+local DONE_SETS = { succeeded = K_SUCCEEDED, failed = K_FAILED, cancelled = K_CANCELLED }
+
 -- Finishes a held job in `state` (succeeded, failed or cancelled). `history`, when given,
 -- is the job's new attempt history; `moves` defers the set changes (see `zadd`).
-local function finish(id, job, state, result, err, moves, history)
+-- `job.lease_owner` names the active-set member. A `result` or `error` the job had and does
+-- not get now is deleted, unless `clean` says it has neither. The job's `lease_owner`,
+-- `lease_expires_at` and `claimed_at` stay: they describe its last claim.
+-- Returns false, having changed nothing, when the job key is not a hash.
+local function finish(id, job, state, result, err, moves, history, clean)
   local key = job_key(id)
-  local now = int(NOW)
-  local set = { key, 'state', state, 'updated_at', now, 'finished_at', now }
-  local drop = { key, 'lease_owner', 'lease_expires_at' }
-  for field, value in pairs({ result = result or false, error = err or false }) do
-    if value then
-      set[#set + 1], set[#set + 2] = field, value
-    else
-      drop[#drop + 1] = field
-    end
+  local set = { key, 'state', state, 'updated_at', NOW_TEXT, 'finished_at', NOW_TEXT }
+  local drop = nil
+  if result then
+    set[#set + 1], set[#set + 2] = 'result', result
+  elseif not clean then
+    drop = { key, 'result' }
+  end
+  if err then
+    set[#set + 1], set[#set + 2] = 'error', err
+  elseif not clean then
+    drop = drop or { key }
+    drop[#drop + 1] = 'error'
   end
   if history then
     set[#set + 1], set[#set + 2] = 'history', history
   end
-  redis.call('HDEL', unpack(drop))
-  redis.call('HSET', unpack(set))
-  zrem(moves, K_ACTIVE, id)
-  local done = ({ succeeded = K_SUCCEEDED, failed = K_FAILED, cancelled = K_CANCELLED })[state]
-  zadd(moves, done, NOW, id)
-  release_unique(job, id)
+  if type(redis.pcall('HSET', unpack(set))) == 'table' then
+    return false
+  end
+  if drop then
+    redis.call('HDEL', unpack(drop))
+  end
+  zrem(moves, K_ACTIVE, lease_member(id, job.lease_owner))
+  zadd(moves, DONE_SETS[state], NOW, id)
+  if job.unique_key then
+    release_unique(job, id)
+  end
+  return true
 end
 
 -- Puts a held job back to scheduled or waiting at `at`. `uncount` takes the attempt back.
 local function requeue(id, job, at, err, uncount)
   local key = job_key(id)
-  redis.call('HDEL', key, 'lease_owner', 'lease_expires_at')
   if err then redis.call('HSET', key, 'error', err) end
   if uncount then redis.call('HINCRBY', key, 'attempts', -1) end
-  redis.call('ZREM', K_ACTIVE, id)
+  redis.call('ZREM', K_ACTIVE, lease_member(id, job.lease_owner))
   if at > NOW then
     redis.call('HSET', key, 'state', 'scheduled', 'run_at', int(at), 'updated_at', int(NOW))
     redis.call('ZADD', K_SCHEDULED, at, id)

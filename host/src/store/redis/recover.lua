@@ -11,9 +11,14 @@
 local report, recovered, woke = {}, 0, false
 local expired = redis.call('ZRANGEBYSCORE', K_ACTIVE, '-inf', '(' .. int(NOW), 'LIMIT', 0,
   tonumber(ARGV[5]))
-for _, id in ipairs(expired) do
-  redis.call('ZREM', K_ACTIVE, id)
+for _, member in ipairs(expired) do
+  redis.call('ZREM', K_ACTIVE, member)
+  local id, owner = lease_parts(member)
   local job = take(id, 'active', report)
+  if job and job.lease_owner ~= owner then
+    -- A lease left behind for a job that another claim holds now: unlisting it is all.
+    job = nil
+  end
   if job then
     recovered = recovered + 1
     local attempts, max_attempts = tonumber(job.attempts), tonumber(job.max_attempts)

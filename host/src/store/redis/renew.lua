@@ -14,7 +14,7 @@ for i = 7, #ARGV do
     local held = redis.call('HMGET', key, 'state', 'lease_owner', 'cancel_requested')
     if held[1] == 'active' and held[2] == owner then
       redis.call('HSET', key, 'lease_expires_at', int(expires))
-      redis.call('ZADD', K_ACTIVE, expires, id)
+      redis.call('ZADD', K_ACTIVE, expires, lease_member(id, owner))
       code = held[3] == '1' and 2 or 1
     end
   end
