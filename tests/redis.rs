@@ -215,6 +215,35 @@ async fn settles_alike_with_and_without_the_claim_at_hand() {
     }
 }
 
+/// The `active` set's members hold the id and the lease owner; colons in either (a queue
+/// `a:b`, an owner `host:7:slot`) neither hide a job from `list` nor confuse the reaper.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_with_colons_list_and_expire() {
+    let server = server();
+    let store = open(RedisTarget::server(server.url()).with_namespace(namespace())).await;
+    let id = store.enqueue(vec![job("a:b", "x")], T0).await.unwrap()[0]
+        .id
+        .clone();
+    let claimed = store
+        .claim("a:b", 1, "host:7:slot", LEASE, T0)
+        .await
+        .unwrap();
+    assert_eq!(claimed[0].id, id);
+    let active = ListFilter {
+        queue: Some("a:b".to_owned()),
+        state: Some(JobState::Active),
+    };
+    let listed = store.list(active, Page::default()).await.unwrap();
+    assert_eq!(listed.iter().map(|j| &j.id).collect::<Vec<_>>(), [&id]);
+    assert_eq!(listed[0].lease.as_ref().unwrap().owner, "host:7:slot");
+
+    let after_lease = T0 + LEASE + Duration::from_secs(1);
+    assert_eq!(store.recover(after_lease).await.unwrap(), 1);
+    let back = store.get(&id).await.unwrap().unwrap();
+    assert_eq!((back.state, back.lease), (JobState::Waiting, None));
+    assert!(back.error.unwrap().contains("`host:7:slot`"));
+}
+
 /// Redis restarts mid-use (AOF with `appendfsync always`): while it is down operations fail
 /// with a backend error instead of panicking, and afterwards the same store handle
 /// reconnects and every acknowledged job is still there and claimable.
