@@ -84,7 +84,8 @@ macro_rules! conformance {
             delayed_jobs_wait_for_run_at, claim_respects_max_and_queue, lease_renewal,
             expired_lease_is_recovered, expired_last_attempt_fails, settle_succeed,
             settle_retry_then_fail, settle_fail_and_cancel, settle_release_uncounts,
-            stale_settlement_is_not_applied, unique_keys, pause_and_resume, clear_queue,
+            stale_settlement_is_not_applied, settled_twice_in_one_batch, unique_keys,
+            pause_and_resume, clear_queue,
             retry_failed_one_and_all, cancel_by_state, list_pages_and_filters, counts_per_queue,
             prune_by_count_and_age, progress_is_visible, recover_promotes_due_jobs,
             wait_returns_for_waiting_job, wait_wakes_on_enqueue, wait_times_out,
@@ -416,6 +417,33 @@ pub mod cases {
         let again = store.claim("q", 1, "w", LEASE, T0).await.unwrap();
         assert_eq!(again[0].id, claimed[0].id);
         assert_eq!(again[0].attempts, 1);
+    }
+
+    /// The second settlement of a job in one batch finds it settled already: stale.
+    pub async fn settled_twice_in_one_batch<S: JobStore>(store: &S) {
+        store.enqueue(vec![job("q", "x")], T0).await.unwrap();
+        let held = store.claim("q", 1, "a", LEASE, T0).await.unwrap().remove(0);
+        let first = SettleAction::Succeed {
+            result: b"first".to_vec(),
+        };
+        let second = SettleAction::Fail {
+            error: "second".to_owned(),
+        };
+        let stale = store
+            .settle(
+                vec![
+                    settlement(&held, "a", first, at(1)),
+                    settlement(&held, "a", second, at(1)),
+                ],
+                at(1),
+            )
+            .await
+            .unwrap();
+        assert_eq!(stale, [held.id.as_str()]);
+        let job = store.get(&held.id).await.unwrap().unwrap();
+        assert_eq!(job.state, JobState::Succeeded);
+        assert_eq!(job.result.as_deref(), Some(&b"first"[..]));
+        assert_eq!((job.error, job.history.len()), (None, 1));
     }
 
     pub async fn stale_settlement_is_not_applied<S: JobStore>(store: &S) {

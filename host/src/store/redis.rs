@@ -1217,11 +1217,27 @@ impl JobStore for RedisStore {
     async fn settle(&self, batch: Vec<Settlement>, now: Timestamp) -> StoreResult<Vec<String>> {
         let order: Vec<String> = batch.iter().map(|s| s.id.clone()).collect();
         let (groups, orphans) = group_by_queue(batch, |s| s.id.as_str());
-        let mut stale: HashSet<String> = orphans.into_iter().map(|s| s.id).collect();
+        // How many settlements of each id were stale (a job settled twice in one batch has
+        // one), reported in input order.
+        let mut stale: HashMap<String, usize> = HashMap::new();
+        let mut count = |id: String| *stale.entry(id).or_default() += 1;
+        orphans.into_iter().for_each(|s| count(s.id));
         for (queue, batch) in groups {
-            stale.extend(self.settle_queue(&queue, &batch, now).await?);
+            self.settle_queue(&queue, &batch, now)
+                .await?
+                .into_iter()
+                .for_each(&mut count);
         }
-        Ok(order.into_iter().filter(|id| stale.contains(id)).collect())
+        Ok(order
+            .into_iter()
+            .filter(|id| match stale.get_mut(id) {
+                Some(left) if *left > 0 => {
+                    *left -= 1;
+                    true
+                }
+                _ => false,
+            })
+            .collect())
     }
 
     async fn progress(

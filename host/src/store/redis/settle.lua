@@ -16,7 +16,7 @@
 -- what they decide on.
 
 local WIDTH = 9
-local stale, woke, moves = {}, false, new_moves()
+local stale, settled, woke, moves = {}, {}, false, new_moves()
 local n = (#ARGV - 4) / WIDTH
 local ACTIONS = { succeed = true, retry = true, fail = true, cancel = true, release = true }
 local members = {}
@@ -84,9 +84,11 @@ for i = 0, n - 1 do
   local id, owner, action = ARGV[a], ARGV[a + 1], ARGV[a + 2]
   local at, text, record = tonumber(ARGV[a + 3]), ARGV[a + 4], ARGV[a + 5]
   local claimed, history, unique = ARGV[a + 6], ARGV[a + 7], ARGV[a + 8]
-  if not held[i + 1] then
+  if not held[i + 1] or settled[id] then
+    -- Not held, or settled earlier in this batch (its set moves are still pending).
     table.insert(stale, id)
   else
+    settled[id] = true
     local done
     if claimed ~= '' and (action == 'succeed' or action == 'fail') then
       done = settle_known(id, owner, action, text, record, claimed, history, unique)
