@@ -911,7 +911,7 @@ impl RedisStore {
         for (id, code) in ids.iter().zip(codes) {
             match code {
                 0 => {
-                    self.forget_claims([*id]);
+                    self.forget_claims([(id.as_str(), owner)]);
                     report.lost.push((*id).clone());
                 }
                 2 => report.cancel_requested.push((*id).clone()),
@@ -955,15 +955,18 @@ impl RedisStore {
             .invoke_async(&mut self.conn())
             .await
             .map_err(backend(format!("settle jobs in queue `{queue}`")))?;
-        self.forget_claims(batch.iter().map(|s| &s.id));
+        self.forget_claims(batch.iter().map(|s| (s.id.as_str(), s.owner.as_str())));
         Ok(stale)
     }
 
-    /// Drops the claim facts of jobs this handle no longer holds.
-    fn forget_claims<'a>(&self, ids: impl IntoIterator<Item = &'a String>) {
+    /// Drops the claim facts of jobs that `owner` no longer holds, given as `(id, owner)`;
+    /// facts of a later claim under another owner stay.
+    fn forget_claims<'a>(&self, held: impl IntoIterator<Item = (&'a str, &'a str)>) {
         let mut claims = lock(&self.inner.claims);
-        for id in ids {
-            claims.remove(id);
+        for (id, owner) in held {
+            if claims.get(id).is_some_and(|facts| facts.owner == owner) {
+                claims.remove(id);
+            }
         }
     }
 
@@ -1217,22 +1220,21 @@ impl JobStore for RedisStore {
     async fn settle(&self, batch: Vec<Settlement>, now: Timestamp) -> StoreResult<Vec<String>> {
         let order: Vec<String> = batch.iter().map(|s| s.id.clone()).collect();
         let (groups, orphans) = group_by_queue(batch, |s| s.id.as_str());
-        // How many settlements of each id were stale (a job settled twice in one batch has
-        // one), reported in input order.
-        let mut stale: HashMap<String, usize> = HashMap::new();
-        let mut count = |id: String| *stale.entry(id).or_default() += 1;
-        orphans.into_iter().for_each(|s| count(s.id));
+        let mut stale_ids: Vec<String> = orphans.into_iter().map(|s| s.id).collect();
         for (queue, batch) in groups {
-            self.settle_queue(&queue, &batch, now)
-                .await?
-                .into_iter()
-                .for_each(&mut count);
+            stale_ids.extend(self.settle_queue(&queue, &batch, now).await?);
+        }
+        // Reported in input order, once per stale settlement (a job settled twice in one
+        // batch has one).
+        let mut left: HashMap<String, usize> = HashMap::new();
+        for id in stale_ids {
+            *left.entry(id).or_default() += 1;
         }
         Ok(order
             .into_iter()
-            .filter(|id| match stale.get_mut(id) {
-                Some(left) if *left > 0 => {
-                    *left -= 1;
+            .filter(|id| match left.get_mut(id) {
+                Some(n) if *n > 0 => {
+                    *n -= 1;
                     true
                 }
                 _ => false,

@@ -10,13 +10,13 @@ end
 local job = fields(key)
 if job.state == 'scheduled' or job.state == 'waiting' then
   unlist(id, job)
-  redis.call('HSET', key, 'state', 'cancelled', 'updated_at', int(NOW), 'finished_at', int(NOW))
+  redis.call('HSET', key, 'state', 'cancelled', 'updated_at', NOW_TEXT, 'finished_at', NOW_TEXT)
   redis.call('ZADD', K_CANCELLED, NOW, id)
   release_unique(job, id)
   return 'cancelled now'
 end
 if job.state == 'active' then
-  redis.call('HSET', key, 'cancel_requested', '1', 'updated_at', int(NOW))
+  redis.call('HSET', key, 'cancel_requested', '1', 'updated_at', NOW_TEXT)
   return 'requested'
 end
 return job.state

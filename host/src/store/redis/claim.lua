@@ -23,7 +23,7 @@ if redis.call('EXISTS', K_PAUSED) == 1 then
   return { FIELDS, claimed, report }
 end
 promote_due(tonumber(ARGV[8]), report)
-local lease_until, now = int(expires), int(NOW)
+local lease_until = int(expires)
 while #claimed < max do
   local popped = redis.call('ZPOPMIN', K_WAITING, max - #claimed)
   if #popped == 0 then
@@ -31,16 +31,16 @@ while #claimed < max do
   end
   for i = 1, #popped, 2 do
     local id = member_id(popped[i])
-    local key, member = job_key(id), lease_member(id, owner)
+    local key = job_key(id)
     local job = redis.pcall('HMGET', key, unpack(READ))
     if job.err == nil and job[3] == 'waiting' and job[1] == id and job[2] == QUEUE
       and int_in(job[7], INT_FIELDS.attempts) then
       local attempts = int(tonumber(job[7]) + 1)
       redis.call('HSET', key, 'state', 'active', 'attempts', attempts, 'lease_owner', owner,
-        'lease_expires_at', lease_until, 'claimed_at', now, 'updated_at', now)
-      zadd(moves, K_ACTIVE, expires, member)
+        'lease_expires_at', lease_until, 'claimed_at', NOW_TEXT, 'updated_at', NOW_TEXT)
+      zadd(moves, K_ACTIVE, expires, lease_member(id, owner))
       job[3], job[7], job[15], job[16], job[17], job[18] =
-        'active', attempts, now, now, owner, lease_until
+        'active', attempts, NOW_TEXT, NOW_TEXT, owner, lease_until
       claimed[#claimed + 1] = job
     else
       -- Missing, not a hash, malformed or in another state: `take` says which and deals

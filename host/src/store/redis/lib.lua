@@ -22,6 +22,7 @@ local function int(n)
   return string.format('%d', n)
 end
 
+-- The script's `now` as it is written into job fields.
 local NOW_TEXT = int(NOW)
 
 local function job_key(id)
@@ -277,14 +278,14 @@ local function quarantine(id, reason, move_all)
     elseif default then
       redis.call('HSET', key, field, default)
     elseif INT_FIELDS[field] then
-      redis.call('HSET', key, field, int(NOW))
+      redis.call('HSET', key, field, NOW_TEXT)
     elseif field ~= 'state' then
       redis.call('HDEL', key, field)
     end
   end
   redis.call('HDEL', key, 'result')
   redis.call('HSET', key, 'state', 'failed', 'error', 'corrupt job: ' .. reason,
-    'cancel_requested', '0', 'updated_at', int(NOW), 'finished_at', int(NOW))
+    'cancel_requested', '0', 'updated_at', NOW_TEXT, 'finished_at', NOW_TEXT)
   redis.call('ZADD', K_FAILED, NOW, id)
   redis.call('ZADD', K_ALL, 0, id)
   return reason
@@ -323,7 +324,7 @@ end
 
 -- Makes a sound job waiting (it was scheduled or is being requeued).
 local function make_waiting(id, job, run_at)
-  redis.call('HSET', job_key(id), 'state', 'waiting', 'run_at', int(run_at), 'updated_at', int(NOW))
+  redis.call('HSET', job_key(id), 'state', 'waiting', 'run_at', int(run_at), 'updated_at', NOW_TEXT)
   redis.call('ZADD', K_WAITING, -tonumber(job.priority), ready_member(run_at, id))
 end
 
@@ -390,7 +391,7 @@ local function requeue(id, job, at, err, uncount)
   if uncount then redis.call('HINCRBY', key, 'attempts', -1) end
   redis.call('ZREM', K_ACTIVE, lease_member(id, job.lease_owner))
   if at > NOW then
-    redis.call('HSET', key, 'state', 'scheduled', 'run_at', int(at), 'updated_at', int(NOW))
+    redis.call('HSET', key, 'state', 'scheduled', 'run_at', int(at), 'updated_at', NOW_TEXT)
     redis.call('ZADD', K_SCHEDULED, at, id)
   else
     make_waiting(id, job, at)

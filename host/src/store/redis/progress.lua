@@ -13,7 +13,7 @@ local held = redis.call('HMGET', key, 'state', 'lease_owner')
 if held[1] ~= 'active' or held[2] ~= ARGV[5] then
   return 0
 end
-redis.call('HSET', key, 'progress_percent', ARGV[6], 'updated_at', int(NOW))
+redis.call('HSET', key, 'progress_percent', ARGV[6], 'updated_at', NOW_TEXT)
 if ARGV[7] == '1' then
   redis.call('HSET', key, 'progress_message', ARGV[8])
 else

@@ -9,7 +9,7 @@
 -- has no attempts left (cancelled when a cancel was requested).
 
 local report, recovered, woke = {}, 0, false
-local expired = redis.call('ZRANGEBYSCORE', K_ACTIVE, '-inf', '(' .. int(NOW), 'LIMIT', 0,
+local expired = redis.call('ZRANGEBYSCORE', K_ACTIVE, '-inf', '(' .. NOW_TEXT, 'LIMIT', 0,
   tonumber(ARGV[5]))
 for _, member in ipairs(expired) do
   redis.call('ZREM', K_ACTIVE, member)
@@ -27,7 +27,7 @@ for _, member in ipairs(expired) do
     local message = 'lease held by `' .. (job.lease_owner or 'unknown') .. '` expired at '
       .. format_time(expires_at)
     local record = '{"attempt":' .. int(attempts) .. ',"digest":null,"started_at":'
-      .. int(started) .. ',"ended_at":' .. int(NOW) .. ',"outcome":"lost","message":'
+      .. int(started) .. ',"ended_at":' .. NOW_TEXT .. ',"outcome":"lost","message":'
       .. cjson.encode(message) .. ',"wall_ms":' .. int(math.max(0, NOW - started))
       .. ',"fuel":null}'
     append_history(job_key(id), record)

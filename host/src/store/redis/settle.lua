@@ -52,13 +52,10 @@ local function settle_read(id, owner, action, at, text, record)
   if fields[1] ~= 'active' or fields[2] ~= owner then
     return 'stale'
   end
-  local job = {
-    state = fields[1], lease_owner = owner, cancel_requested = fields[3],
-    attempts = fields[4], max_attempts = fields[5], unique_key = fields[6] or nil,
-    priority = fields[7],
-  }
-  local cancelled = job.cancel_requested == '1'
-  local attempts, max_attempts = tonumber(job.attempts), tonumber(job.max_attempts)
+  -- What `finish` and `requeue` use of the job.
+  local job = { lease_owner = owner, unique_key = fields[6] or nil, priority = fields[7] }
+  local cancelled = fields[3] == '1'
+  local attempts, max_attempts = tonumber(fields[4]), tonumber(fields[5])
   local history = nil
   if action ~= 'release' and record ~= '' then
     history = appended(fields[8] or nil, record)
