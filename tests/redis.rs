@@ -134,89 +134,81 @@ async fn wait_wakes_on_another_handles_enqueue() {
     assert_eq!(claimed[0].payload, b"hello");
 }
 
-/// A handle settles jobs it claimed from what the claim returned, without reading them; any
-/// other handle (a restarted host, an admin tool) settles by reading them. Both end the same
-/// way: the result stored, an earlier attempt's error cleared, the history appended, the
-/// unique key released, the lease unlisted. A stale owner changes nothing. (A private server,
-/// so its command counts are this case's alone.)
+/// A claim reads each job's record and does not write it: the job is active through the
+/// queue's `leases` hash and `active` set, which every handle reads alike. Another handle
+/// sees the claimed job as active with its attempt counted, a stale owner changes nothing,
+/// and settling writes the record once: the result stored, an earlier attempt's error
+/// cleared, both attempts in the history, the unique key released. (A private server, so its
+/// command counts are this case's alone.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn settles_alike_with_and_without_the_claim_at_hand() {
+async fn a_claim_writes_no_job_record() {
     let server = RedisServer::start();
-    let hmgets = || -> u64 {
+    let calls = |command: &str| -> u64 {
         let stats = server.cli(&["INFO", "commandstats"]);
-        let line = stats.lines().find(|l| l.starts_with("cmdstat_hmget:"));
-        line.and_then(|l| l.split(['=', ',']).nth(1)?.parse().ok())
+        let prefix = format!("cmdstat_{command}:calls=");
+        let line = stats.lines().find(|l| l.starts_with(&prefix));
+        line.and_then(|l| l[prefix.len()..].split(',').next()?.parse().ok())
             .unwrap_or(0)
     };
     let target = RedisTarget::server(server.url()).with_namespace(namespace());
     let claimer = open(target.clone()).await;
     let other = open(target).await;
-    for (queue, settler, reads) in [("a", &claimer, 0), ("b", &other, 1)] {
-        let mut new = job(queue, "x");
-        new.unique_key = Some("key".to_owned());
-        new.max_attempts = 2;
-        let id = claimer.enqueue(vec![new.clone()], T0).await.unwrap()[0]
-            .id
-            .clone();
-        let first = claimer.claim(queue, 1, "w", LEASE, T0).await.unwrap();
-        let retry = SettleAction::Retry {
-            at: T0,
-            error: "first attempt failed".to_owned(),
-        };
-        claimer
-            .settle(vec![settlement(&first[0], "w", retry, T0)], T0)
-            .await
-            .unwrap();
-        let second = claimer.claim(queue, 1, "w", LEASE, at(1)).await.unwrap();
-        assert_eq!(second[0].error.as_deref(), Some("first attempt failed"));
-        let succeed = SettleAction::Succeed {
-            result: b"done".to_vec(),
-        };
-        let stale = settlement(&second[0], "someone else", succeed.clone(), at(2));
-        assert_eq!(
-            other.settle(vec![stale], at(2)).await.unwrap(),
-            std::slice::from_ref(&id)
-        );
-        let before = hmgets();
-        let settled = settlement(&second[0], "w", succeed, at(2));
-        assert!(
-            settler
-                .settle(vec![settled], at(2))
-                .await
-                .unwrap()
-                .is_empty()
-        );
-        assert_eq!(
-            hmgets() - before,
-            reads,
-            "queue {queue}: job reads while settling"
-        );
+    let mut new = job("q", "x");
+    new.unique_key = Some("key".to_owned());
+    new.max_attempts = 2;
+    let id = claimer.enqueue(vec![new.clone()], T0).await.unwrap()[0]
+        .id
+        .clone();
+    let first = claimer.claim("q", 1, "w", LEASE, T0).await.unwrap();
+    let retry = SettleAction::Retry {
+        at: T0,
+        error: "first attempt failed".to_owned(),
+    };
+    claimer
+        .settle(vec![settlement(&first[0], "w", retry, T0)], T0)
+        .await
+        .unwrap();
 
-        let done = other.get(&id).await.unwrap().unwrap();
-        assert_eq!(done.state, JobState::Succeeded, "queue {queue}");
-        assert_eq!(done.result.as_deref(), Some(&b"done"[..]), "queue {queue}");
-        assert_eq!(done.error, None, "queue {queue}: the old error is cleared");
-        assert_eq!(done.lease, None, "queue {queue}");
-        assert_eq!(
-            done.history.len(),
-            2,
-            "queue {queue}: both attempts recorded"
-        );
-        assert_eq!(done.finished_at, Some(at(2)), "queue {queue}");
-        let again = claimer.enqueue(vec![new], at(3)).await.unwrap();
-        assert!(
-            !again[0].existing,
-            "queue {queue}: the unique key was released"
-        );
-    }
-    for counts in other.counts().await.unwrap() {
-        let (active, succeeded) = (counts.active, counts.succeeded);
-        assert_eq!((active, succeeded), (0, 1), "queue {}", counts.queue);
-    }
+    let writes = || calls("set") + calls("mset") + calls("hset");
+    let before = writes();
+    let second = claimer.claim("q", 1, "w", LEASE, at(1)).await.unwrap();
+    assert_eq!(
+        writes() - before,
+        1,
+        "one HSET of the leases hash, no record"
+    );
+    assert_eq!(second[0].error.as_deref(), Some("first attempt failed"));
+    let seen = other.get(&id).await.unwrap().unwrap();
+    assert_eq!((seen.state, seen.attempts), (JobState::Active, 2));
+    assert_eq!(seen.lease.as_ref().map(|l| l.owner.as_str()), Some("w"));
+
+    let succeed = SettleAction::Succeed {
+        result: b"done".to_vec(),
+    };
+    let stale = settlement(&second[0], "someone else", succeed.clone(), at(2));
+    assert_eq!(
+        other.settle(vec![stale], at(2)).await.unwrap(),
+        std::slice::from_ref(&id)
+    );
+    let settled = settlement(&second[0], "w", succeed, at(2));
+    assert!(other.settle(vec![settled], at(2)).await.unwrap().is_empty());
+
+    let done = claimer.get(&id).await.unwrap().unwrap();
+    assert_eq!(done.state, JobState::Succeeded);
+    assert_eq!(done.attempts, 2);
+    assert_eq!(done.result.as_deref(), Some(&b"done"[..]));
+    assert_eq!(done.error, None, "the old error is cleared");
+    assert_eq!(done.lease, None);
+    assert_eq!(done.history.len(), 2, "both attempts recorded");
+    assert_eq!(done.finished_at, Some(at(2)));
+    let again = claimer.enqueue(vec![new], at(3)).await.unwrap();
+    assert!(!again[0].existing, "the unique key was released");
+    let counts = &other.counts().await.unwrap()[0];
+    assert_eq!((counts.active, counts.succeeded), (0, 1));
 }
 
-/// The `active` set's members hold the id and the lease owner; colons in either (a queue
-/// `a:b`, an owner `host:7:slot`) neither hide a job from `list` nor confuse the reaper.
+/// The `leases` hash holds the claim time and the lease owner; colons in the queue (`a:b`)
+/// or the owner (`host:7:slot`) neither hide a job from `list` nor confuse the reaper.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leases_with_colons_list_and_expire() {
     let server = server();
@@ -293,11 +285,12 @@ where
 }
 
 /// Garbage planted in a queue by a foreign producer: an id in the waiting set without a
-/// hash, a job hash missing fields, a job hash with a bad number, a string where a hash
-/// belongs, a hash whose history holds no attempt records (the bad number and the history are
-/// caught when the host decodes the claimed job). Claims skip past all of them, each broken job becomes a failed job
-/// saying why (the string and the undecodable hash are kept under `garbage:` keys), and the
-/// queue keeps working.
+/// record, a record missing fields, a record with a bad number, a string that is not a
+/// record, a hash where a record belongs, a record whose history holds no attempt records
+/// (the bad number and the history are caught when the host decodes the claimed job).
+/// Claims skip past all of them, each broken job becomes a failed job saying why (values
+/// that are not records, and records the host could not decode, are kept under `garbage:`
+/// keys), and the queue keeps working.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_in_a_queue_is_moved_aside() {
     let server = server();
@@ -315,52 +308,44 @@ async fn garbage_in_a_queue_is_moved_aside() {
         ]);
         store.job_key(id).unwrap()
     };
-    plant("q/no-hash");
-    let missing = plant("q/missing-fields");
-    server.cli(&["HSET", &missing, "handler", "echo", "state", "waiting"]);
-    // A complete waiting job hash for `id`, except that `field` holds `value`.
-    let plant_hash = |id: &str, field: &str, value: &str| {
+    // Stores a record given as JSON, MessagePack-encoded by Redis itself.
+    let plant_record = |id: &str, json: &str| {
         let key = plant(id);
-        let mut fields = vec![
-            ("id", id),
-            ("queue", "q"),
-            ("handler", "echo"),
-            ("payload", ""),
-            ("priority", "0"),
-            ("state", "waiting"),
-            ("attempts", "0"),
-            ("max_attempts", "3"),
-            ("run_at", "0"),
-            ("created_at", "0"),
-            ("updated_at", "0"),
-            ("history", "[]"),
-        ];
-        fields
-            .iter_mut()
-            .find(|(name, _)| *name == field)
-            .unwrap()
-            .1 = value;
-        let mut args = vec!["HSET", key.as_str()];
-        args.extend(fields.iter().flat_map(|(name, value)| [*name, *value]));
-        server.cli(&args);
+        let script = "redis.call('SET', KEYS[1], cmsgpack.pack(cjson.decode(ARGV[1])))";
+        server.cli(&["EVAL", script, "1", &key, json]);
     };
-    plant_hash("q/bad-number", "priority", "high");
+    // A complete waiting record for `id`, except that `field` holds `value` (JSON).
+    let plant_bad = |id: &str, field: &str, value: &str| {
+        let mut record = serde_json::json!({
+            "id": id, "queue": "q", "handler": "echo", "payload": "", "priority": 0,
+            "state": "waiting", "attempts": 0, "max_attempts": 3, "run_at": 0,
+            "cancel_requested": false, "created_at": 0, "updated_at": 0, "history": "[]",
+        });
+        record[field] = serde_json::from_str(value).unwrap();
+        plant_record(id, &record.to_string());
+    };
+    plant("q/no-record");
+    plant_record(
+        "q/missing-fields",
+        r#"{"handler":"echo","state":"waiting"}"#,
+    );
+    plant_bad("q/bad-number", "priority", r#""high""#);
     let string = plant("q/a-string");
     server.cli(&["SET", &string, "not a job"]);
-    plant_hash("q/bad-history", "history", "[{\"x\":1}]");
+    let hash = plant("q/a-hash");
+    server.cli(&["HSET", &hash, "handler", "echo", "state", "waiting"]);
+    plant_bad("q/bad-history", "history", r#""[{\"x\":1}]""#);
 
     let claimed = store.claim("q", 10, "w", LEASE, T0).await.unwrap();
     let ids: Vec<_> = claimed.iter().map(|j| j.id.as_str()).collect();
     assert_eq!(ids, [good.as_str()], "only the sound job is claimed");
 
-    assert!(store.get("q/no-hash").await.unwrap().is_none());
+    assert!(store.get("q/no-record").await.unwrap().is_none());
     for (id, says) in [
         ("q/missing-fields", "field `payload` is missing"),
-        (
-            "q/bad-number",
-            "field `priority` is not a valid number: `high`",
-        ),
-        ("q/a-string", "holds a string, not a hash"),
+        ("q/bad-number", "field `priority` is not a valid integer"),
+        ("q/a-string", "holds a string that is not a MessagePack map"),
+        ("q/a-hash", "holds a hash, not a job record"),
         ("q/bad-history", "attempt history is not valid json"),
     ] {
         let job = store.get(id).await.unwrap().expect("kept as a failed job");
@@ -371,22 +356,25 @@ async fn garbage_in_a_queue_is_moved_aside() {
     }
     let aside = store.queue_key("q", "garbage:q/a-string");
     assert_eq!(server.cli(&["GET", &aside]).trim(), "not a job");
+    let aside = store.queue_key("q", "garbage:q/a-hash");
+    assert_eq!(server.cli(&["HGET", &aside, "handler"]).trim(), "echo");
 
     let counts = store.counts().await.unwrap();
     assert_eq!(
         (counts[0].failed, counts[0].active, counts[0].waiting),
-        (4, 1, 0)
+        (5, 1, 0)
     );
     let kept = store.queue_key("q", "garbage:q/bad-history");
+    let history = "return cmsgpack.unpack(redis.call('GET', KEYS[1])).history";
     assert_eq!(
-        server.cli(&["HGET", &kept, "history"]).trim(),
+        server.cli(&["EVAL", history, "1", &kept]).trim(),
         "[{\"x\":1}]"
     );
     let failed = ListFilter {
         queue: Some("q".to_owned()),
         state: Some(JobState::Failed),
     };
-    assert_eq!(store.list(failed, Page::default()).await.unwrap().len(), 4);
+    assert_eq!(store.list(failed, Page::default()).await.unwrap().len(), 5);
     store.enqueue(vec![job("q", "after")], at(1)).await.unwrap();
     let next = store.claim("q", 10, "w", LEASE, at(1)).await.unwrap();
     assert_eq!(next[0].payload, b"after", "the queue keeps working");
@@ -402,7 +390,7 @@ async fn foreign_producer_enqueues_with_the_script() {
     let script = include_str!("../host/src/store/redis/enqueue.lua");
     let prefix = format!("{ns}:{{q:mail}}:");
     let id = "mail/0190d1a2-0000-7000-8000-000000000001";
-    let mut args: Vec<String> = vec!["EVAL".into(), script.into(), "10".into()];
+    let mut args: Vec<String> = vec!["EVAL".into(), script.into(), "11".into()];
     for name in [
         "waiting",
         "scheduled",
@@ -413,6 +401,7 @@ async fn foreign_producer_enqueues_with_the_script() {
         "all",
         "unique",
         "paused",
+        "leases",
     ] {
         args.push(format!("{prefix}{name}"));
     }

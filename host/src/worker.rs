@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, JobSettings};
 use crate::host_api::{ChildEnqueuer, ChildRequest, EnqueueFuture, JobHooks};
 use crate::limits::JobLimits;
-use crate::registry::Registry;
+use crate::registry::{Registry, describe};
 use crate::sandbox::{Attempt, ErrorKind, Grants, JobInput, Outcome};
 use crate::store::{
     AttemptRecord, Job, JobStore, NewJob, OutcomeClass, Progress, SettleAction, Settlement,
@@ -257,7 +257,7 @@ fn claim_loop<S: JobStore + 'static>(
                     }
                     Err(error) => {
                         failures += 1;
-                        tracing::warn!(%queue, "failed to claim jobs: {error}");
+                        tracing::warn!(%queue, "failed to claim jobs: {}", describe(&error));
                         drop(permits);
                         tokio::select! {
                             () = tokio::time::sleep(store_backoff(failures)) => {}
@@ -315,7 +315,7 @@ async fn idle<S: JobStore>(shared: &Shared<S>, queue: &str, stop: &CancellationT
     tokio::select! {
         result = shared.store.wait(&queues, shared.clock.now(), IDLE_WAIT) => {
             if let Err(error) = result {
-                tracing::warn!(%queue, "failed to wait for jobs: {error}");
+                tracing::warn!(%queue, "failed to wait for jobs: {}", describe(&error));
                 tokio::time::sleep(STORE_RETRY_MIN).await;
             }
         }
@@ -656,7 +656,8 @@ async fn settler<S: JobStore>(
                 failures += 1;
                 tracing::warn!(
                     jobs = batch.len(),
-                    "failed to settle jobs, will retry: {error}"
+                    "failed to settle jobs, will retry: {}",
+                    describe(&error)
                 );
                 tokio::time::sleep(store_backoff(failures)).await;
             }
@@ -694,7 +695,11 @@ async fn renewer<S: JobStore>(shared: Arc<Shared<S>>, stop: CancellationToken) {
                     }
                 }
             }
-            Err(error) => tracing::warn!(jobs = ids.len(), "failed to renew leases: {error}"),
+            Err(error) => tracing::warn!(
+                jobs = ids.len(),
+                "failed to renew leases: {}",
+                describe(&error)
+            ),
         }
     }
 }
@@ -706,11 +711,11 @@ async fn reaper<S: JobStore>(shared: Arc<Shared<S>>, stop: CancellationToken) {
         match shared.store.recover(now).await {
             Ok(0) => {}
             Ok(n) => tracing::warn!(jobs = n, "recovered jobs whose lease expired"),
-            Err(error) => tracing::warn!("failed to recover expired leases: {error}"),
+            Err(error) => tracing::warn!("failed to recover expired leases: {}", describe(&error)),
         }
         let retention = store_retention(&shared.config);
         if let Err(error) = shared.store.prune(retention, now).await {
-            tracing::warn!("failed to prune finished jobs: {error}");
+            tracing::warn!("failed to prune finished jobs: {}", describe(&error));
         }
         tokio::select! {
             () = tokio::time::sleep(REAP_EVERY) => {}

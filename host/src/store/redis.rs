@@ -19,8 +19,12 @@
 //!   kinds reconnect with backoff on the next call, and scripts are reloaded when a restarted
 //!   server has forgotten them.
 //!
-//! The key layout and the job hash format are documented for producers in
-//! the README section "The Redis job format".
+//! - A job is one string key holding its record, a MessagePack map. A claim does not rewrite
+//!   it: a claimed job is active through its queue's `leases` hash and `active` set, and
+//!   readers lay the lease over the record (`Claim`).
+//!
+//! The key layout and the job record format are documented for producers in the README
+//! section "The Redis job format".
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -33,6 +37,7 @@ use redis::{
     Cmd, IntoConnectionInfo, Pipeline, PushInfo, PushKind, RedisFuture, Script, ScriptInvocation,
     TlsCertificates, Value,
 };
+use rmpv::ValueRef;
 use tokio::sync::Notify;
 
 use super::{
@@ -67,8 +72,8 @@ const RECONNECT_ATTEMPTS: usize = 6;
 const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(50);
 const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(2);
 
-/// The nine per-queue keys every script receives as KEYS[1..9], in this order.
-const QUEUE_KEYS: [&str; 9] = [
+/// The ten per-queue keys every script receives as KEYS[1..10], in this order.
+const QUEUE_KEYS: [&str; 10] = [
     "waiting",
     "scheduled",
     "active",
@@ -78,6 +83,7 @@ const QUEUE_KEYS: [&str; 9] = [
     "all",
     "unique",
     "paused",
+    "leases",
 ];
 
 /// Where the Redis store lives.
@@ -403,33 +409,6 @@ struct Inner {
     /// Queues this handle has already added to the `<namespace>:queues` registry, so enqueue
     /// pays for the `SADD` once per queue.
     registered: Mutex<HashSet<String>>,
-    /// What this handle's claims returned that settling needs (keyed by job id), so a
-    /// settlement of a job claimed here writes without reading the job first.
-    claims: Mutex<HashMap<String, ClaimFacts>>,
-}
-
-/// What a claim returned about one job that `settle.lua` would otherwise read.
-struct ClaimFacts {
-    owner: String,
-    had_error: bool,
-    unique_key: Option<String>,
-    /// The attempt history as claimed, JSON.
-    history: Vec<u8>,
-}
-
-impl ClaimFacts {
-    /// The `claimed` argument of `settle.lua`: `k`, then `e` and `u` for an error and a
-    /// unique key.
-    fn flags(&self) -> String {
-        let mut flags = String::from("k");
-        if self.had_error {
-            flags.push('e');
-        }
-        if self.unique_key.is_some() {
-            flags.push('u');
-        }
-        flags
-    }
 }
 
 /// Reconnect and timeout settings shared by the command and subscriber connections.
@@ -536,7 +515,6 @@ impl RedisStore {
                 subscriber,
                 wakers,
                 registered: Mutex::new(HashSet::new()),
-                claims: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -546,7 +524,8 @@ impl RedisStore {
         &self.inner.target
     }
 
-    /// The Redis key of job `id`'s hash (see the README's Redis job format), or `None` if `id` names no queue.
+    /// The Redis key of job `id`'s record (see the README's Redis job format), or `None` if
+    /// `id` names no queue.
     pub fn job_key(&self, id: &str) -> Option<String> {
         queue_of(id).map(|queue| self.keys(queue).job(id))
     }
@@ -619,52 +598,75 @@ impl RedisStore {
     }
 }
 
-/// One job hash, field name -> value, while it is decoded.
-struct Fields {
-    id: String,
-    map: HashMap<String, Vec<u8>>,
+/// The claim a `leases` entry and the `active` set describe, laid over a job's record.
+struct Claim {
+    owner: String,
+    claimed_at: Timestamp,
+    expires_at: Timestamp,
 }
 
-impl Fields {
-    /// From an `HGETALL` reply (field, value, field, value, ...).
-    fn new(flat: Vec<Vec<u8>>) -> Self {
-        let mut map = HashMap::with_capacity(flat.len() / 2);
-        let mut items = flat.into_iter();
-        while let (Some(field), Some(value)) = (items.next(), items.next()) {
-            map.insert(String::from_utf8_lossy(&field).into_owned(), value);
-        }
-        Self::from_map(map)
+impl Claim {
+    /// From a `leases` value (`<claimed_at>:<owner>`) and the `active` score.
+    fn parse(value: &[u8], expires_at: f64) -> Option<Self> {
+        let value = std::str::from_utf8(value).ok()?;
+        let (at, owner) = value.split_once(':')?;
+        Some(Claim {
+            owner: owner.to_owned(),
+            claimed_at: Timestamp(at.parse().ok()?),
+            expires_at: Timestamp(expires_at as i64),
+        })
     }
+}
 
-    fn from_map(map: HashMap<String, Vec<u8>>) -> Self {
-        let id = map
-            .get("id")
-            .map(|id| String::from_utf8_lossy(id).into_owned())
-            .unwrap_or_default();
-        Fields { id, map }
-    }
+/// One job record (a MessagePack map), field name -> value, while it is decoded.
+struct Record<'a> {
+    fields: Vec<(&'a str, ValueRef<'a>)>,
+}
 
-    /// From `names` and one value per name (`None` for an unset field).
-    fn named(names: &[String], values: Vec<Option<Vec<u8>>>) -> Self {
-        let map: HashMap<String, Vec<u8>> = names
-            .iter()
-            .zip(values)
-            .filter_map(|(name, value)| Some((name.clone(), value?)))
+impl<'a> Record<'a> {
+    /// Reads the map; a value that is not a map of text keys is an error.
+    fn parse(mut bytes: &'a [u8]) -> Result<Self, String> {
+        let value = rmpv::decode::read_value_ref(&mut bytes)
+            .map_err(|e| format!("the job record is not MessagePack: {e}"))?;
+        let ValueRef::Map(entries) = value else {
+            return Err("the job record is not a MessagePack map".to_owned());
+        };
+        let fields = entries
+            .into_iter()
+            .filter_map(|(key, value)| match key {
+                ValueRef::String(key) => Some((key.into_str()?, value)),
+                _ => None,
+            })
             .collect();
-        Self::from_map(map)
+        Ok(Record { fields })
+    }
+
+    fn take(&mut self, field: &str) -> Option<ValueRef<'a>> {
+        let at = self.fields.iter().position(|(name, _)| *name == field)?;
+        match self.fields.swap_remove(at).1 {
+            ValueRef::Nil => None,
+            value => Some(value),
+        }
+    }
+
+    fn bytes_opt(&mut self, field: &str) -> Result<Option<Vec<u8>>, String> {
+        match self.take(field) {
+            None => Ok(None),
+            Some(ValueRef::String(text)) => Ok(Some(text.as_bytes().to_vec())),
+            Some(ValueRef::Binary(bytes)) => Ok(Some(bytes.to_vec())),
+            Some(_) => Err(format!("field `{field}` is not a string")),
+        }
     }
 
     fn bytes(&mut self, field: &str) -> Result<Vec<u8>, String> {
-        self.map
-            .remove(field)
+        self.bytes_opt(field)?
             .ok_or_else(|| format!("field `{field}` is missing"))
     }
 
     fn text_opt(&mut self, field: &str) -> Result<Option<String>, String> {
-        self.map
-            .remove(field)
-            .map(|value| {
-                String::from_utf8(value).map_err(|_| format!("field `{field}` is not utf-8"))
+        self.bytes_opt(field)?
+            .map(|bytes| {
+                String::from_utf8(bytes).map_err(|_| format!("field `{field}` is not utf-8"))
             })
             .transpose()
     }
@@ -674,16 +676,25 @@ impl Fields {
             .ok_or_else(|| format!("field `{field}` is missing"))
     }
 
-    fn number_opt<T: std::str::FromStr>(&mut self, field: &str) -> Result<Option<T>, String> {
-        self.text_opt(field)?
-            .map(|text| {
-                text.parse()
-                    .map_err(|_| format!("field `{field}` is not a valid number: `{text}`"))
-            })
-            .transpose()
+    fn number_opt<T: TryFrom<i64>>(&mut self, field: &str) -> Result<Option<T>, String> {
+        let Some(value) = self.take(field) else {
+            return Ok(None);
+        };
+        let whole = match value {
+            ValueRef::Integer(n) => n.as_i64(),
+            // Lua writes whole numbers as integers; a float is accepted only when whole.
+            ValueRef::F64(f) if f.fract() == 0.0 && f.abs() < 9.007_199_254_740_992e15 => {
+                Some(f as i64)
+            }
+            _ => None,
+        };
+        whole
+            .and_then(|n| T::try_from(n).ok())
+            .map(Some)
+            .ok_or_else(|| format!("field `{field}` is not a valid integer: {value}"))
     }
 
-    fn number<T: std::str::FromStr>(&mut self, field: &str) -> Result<T, String> {
+    fn number<T: TryFrom<i64>>(&mut self, field: &str) -> Result<T, String> {
         self.number_opt(field)?
             .ok_or_else(|| format!("field `{field}` is missing"))
     }
@@ -696,21 +707,12 @@ impl Fields {
         self.number(field).map(Timestamp)
     }
 
-    /// The job these fields describe, or why they do not describe one.
-    fn job(mut self) -> Result<Job, String> {
+    /// The job this record describes, active under `claim` when it is claimed, or why the
+    /// record does not describe a job.
+    fn job(mut self, claim: Option<Claim>) -> Result<Job, String> {
         let state: JobState = self.text("state")?.parse().map_err(|e| format!("{e}"))?;
         let history: Vec<AttemptRecord> = serde_json::from_str(&self.text("history")?)
             .map_err(|e| format!("attempt history is not valid json: {e}"))?;
-        // The lease fields stay after a job leaves `active`: they describe its last claim.
-        let lease = match (
-            self.text_opt("lease_owner")?,
-            self.time_opt("lease_expires_at")?,
-        ) {
-            (Some(owner), Some(expires_at)) if state == JobState::Active => {
-                Some(Lease { owner, expires_at })
-            }
-            _ => None,
-        };
         let progress = match self.number_opt::<u8>("progress_percent")? {
             Some(percent) => Some(Progress {
                 percent,
@@ -718,7 +720,16 @@ impl Fields {
             }),
             None => None,
         };
-        Ok(Job {
+        let cancel_requested = match self.take("cancel_requested") {
+            None | Some(ValueRef::Boolean(false)) => false,
+            Some(ValueRef::Boolean(true)) => true,
+            Some(other) => {
+                return Err(format!(
+                    "field `cancel_requested` is not a boolean: {other}"
+                ));
+            }
+        };
+        let mut job = Job {
             id: self.text("id")?,
             handler: self.text("handler")?,
             queue: self.text("queue")?,
@@ -728,36 +739,40 @@ impl Fields {
             attempts: self.number("attempts")?,
             max_attempts: self.number("max_attempts")?,
             run_at: self.time("run_at")?,
-            lease,
-            result: self.map.remove("result"),
+            lease: None,
+            result: self.bytes_opt("result")?,
             error: self.text_opt("error")?,
             progress,
             unique_key: self.text_opt("unique_key")?,
-            cancel_requested: self.text_opt("cancel_requested")?.as_deref() == Some("1"),
+            cancel_requested,
             created_at: self.time("created_at")?,
             updated_at: self.time("updated_at")?,
             finished_at: self.time_opt("finished_at")?,
             history,
-        })
+        };
+        // A claim leaves the record as it was: the job is active with one more attempt.
+        if let Some(claim) = claim {
+            job.state = JobState::Active;
+            job.attempts = job.attempts.saturating_add(1);
+            job.updated_at = job.updated_at.max(claim.claimed_at);
+            job.lease = Some(Lease {
+                owner: claim.owner,
+                expires_at: claim.expires_at,
+            });
+        }
+        Ok(job)
     }
 }
 
-/// Decodes a job hash read by `get`/`list`; a bad one is `StoreError::Corrupt`.
-fn decode(id: &str, flat: Vec<Vec<u8>>) -> StoreResult<Job> {
-    Fields::new(flat)
-        .job()
+/// Decodes job `id`'s record, active under `claim` when claimed; a bad record is
+/// `StoreError::Corrupt`.
+fn decode(id: &str, bytes: &[u8], claim: Option<Claim>) -> StoreResult<Job> {
+    Record::parse(bytes)
+        .and_then(|record| record.job(claim))
         .map_err(|reason| StoreError::Corrupt {
             id: id.to_owned(),
             reason,
         })
-}
-
-/// The job id in a member of a queue's `active` set: `<id length>:<id><lease owner>`.
-fn lease_member_id(member: &str) -> &str {
-    member
-        .split_once(':')
-        .and_then(|(len, rest)| rest.get(..len.parse::<usize>().ok()?))
-        .unwrap_or(member)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -910,10 +925,7 @@ impl RedisStore {
             .map_err(backend(format!("renew leases in queue `{queue}`")))?;
         for (id, code) in ids.iter().zip(codes) {
             match code {
-                0 => {
-                    self.forget_claims([(id.as_str(), owner)]);
-                    report.lost.push((*id).clone());
-                }
+                0 => report.lost.push((*id).clone()),
                 2 => report.cancel_requested.push((*id).clone()),
                 _ => {}
             }
@@ -930,44 +942,21 @@ impl RedisStore {
     ) -> StoreResult<Vec<String>> {
         let keys = self.keys(queue);
         let mut invocation = self.invocation(&SCRIPTS.settle, &keys, now);
-        {
-            let claims = lock(&self.inner.claims);
-            for settlement in batch {
-                let (action, at, text, record) = settle_args(settlement)?;
-                invocation
-                    .key(keys.job(&settlement.id))
-                    .arg(&settlement.id)
-                    .arg(&settlement.owner)
-                    .arg(action)
-                    .arg(at)
-                    .arg(text)
-                    .arg(record);
-                match claims.get(&settlement.id) {
-                    Some(facts) if facts.owner == settlement.owner => invocation
-                        .arg(facts.flags())
-                        .arg(&facts.history[..])
-                        .arg(facts.unique_key.as_deref().unwrap_or("")),
-                    _ => invocation.arg("").arg("").arg(""),
-                };
-            }
+        for settlement in batch {
+            let (action, at, text, record) = settle_args(settlement)?;
+            invocation
+                .key(keys.job(&settlement.id))
+                .arg(&settlement.id)
+                .arg(&settlement.owner)
+                .arg(action)
+                .arg(at)
+                .arg(text)
+                .arg(record);
         }
-        let stale = invocation
+        invocation
             .invoke_async(&mut self.conn())
             .await
-            .map_err(backend(format!("settle jobs in queue `{queue}`")))?;
-        self.forget_claims(batch.iter().map(|s| (s.id.as_str(), s.owner.as_str())));
-        Ok(stale)
-    }
-
-    /// Drops the claim facts of jobs that `owner` no longer holds, given as `(id, owner)`;
-    /// facts of a later claim under another owner stay.
-    fn forget_claims<'a>(&self, held: impl IntoIterator<Item = (&'a str, &'a str)>) {
-        let mut claims = lock(&self.inner.claims);
-        for (id, owner) in held {
-            if claims.get(id).is_some_and(|facts| facts.owner == owner) {
-                claims.remove(id);
-            }
-        }
+            .map_err(backend(format!("settle jobs in queue `{queue}`")))
     }
 
     /// Runs the reaper on one queue until it has nothing more to move.
@@ -991,25 +980,34 @@ impl RedisStore {
         }
     }
 
-    /// Reads job hashes of one queue in one pipeline; missing ones are skipped.
+    /// Reads jobs of one queue: their records, leases and lease expiries in one pipeline.
+    /// Missing ones are skipped.
     async fn read_jobs(&self, queue: &str, ids: &[String]) -> StoreResult<Vec<Job>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let keys = self.keys(queue);
-        let mut pipe = redis::pipe();
-        for id in ids {
-            pipe.cmd("HGETALL").arg(keys.job(id));
-        }
-        let hashes: Vec<Vec<Vec<u8>>> = pipe
+        type Read = (Vec<Option<Vec<u8>>>, Vec<Option<Vec<u8>>>, Vec<Option<f64>>);
+        let (records, leases, expiries): Read = redis::pipe()
+            .cmd("MGET")
+            .arg(ids.iter().map(|id| keys.job(id)).collect::<Vec<_>>())
+            .cmd("HMGET")
+            .arg(keys.key("leases"))
+            .arg(ids)
+            .cmd("ZMSCORE")
+            .arg(keys.key("active"))
+            .arg(ids)
             .query_async(&mut self.conn())
             .await
             .map_err(backend(format!("read jobs of queue `{queue}`")))?;
         let mut jobs = Vec::with_capacity(ids.len());
-        for (id, flat) in ids.iter().zip(hashes) {
-            if !flat.is_empty() {
-                jobs.push(decode(id, flat)?);
-            }
+        for (((id, record), lease), expires_at) in ids.iter().zip(records).zip(leases).zip(expiries)
+        {
+            let Some(record) = record else { continue };
+            let claim = lease
+                .zip(expires_at)
+                .and_then(|(lease, at)| Claim::parse(&lease, at));
+            jobs.push(decode(id, &record, claim)?);
         }
         Ok(jobs)
     }
@@ -1046,7 +1044,6 @@ impl RedisStore {
             .into_iter()
             .map(|member| match state {
                 JobState::Waiting => member.get(16..).unwrap_or_default().to_owned(),
-                JobState::Active => lease_member_id(&member).to_owned(),
                 _ => member,
             })
             .collect();
@@ -1160,35 +1157,23 @@ impl JobStore for RedisStore {
             .arg(owner)
             .arg((now + lease).0)
             .arg(MOVE_BATCH);
-        type Claimed = (Vec<String>, Vec<Vec<Option<Vec<u8>>>>, Vec<String>);
-        let (names, claimed, report): Claimed = invocation
+        let (claimed, report): (Vec<(String, Vec<u8>)>, Vec<String>) = invocation
             .invoke_async(&mut self.conn())
             .await
             .map_err(backend(format!("claim jobs from queue `{queue}`")))?;
         log_report(queue, &report);
         let mut jobs = Vec::with_capacity(claimed.len());
-        let mut facts = Vec::with_capacity(claimed.len());
-        for values in claimed {
-            let fields = Fields::named(&names, values);
-            let id = fields.id.clone();
-            let history = fields.map.get("history").cloned().unwrap_or_default();
-            match fields.job() {
-                Ok(job) => {
-                    facts.push((
-                        id,
-                        ClaimFacts {
-                            owner: owner.to_owned(),
-                            had_error: job.error.is_some(),
-                            unique_key: job.unique_key.clone(),
-                            history,
-                        },
-                    ));
-                    jobs.push(job);
-                }
+        for (id, record) in claimed {
+            let claim = Claim {
+                owner: owner.to_owned(),
+                claimed_at: now,
+                expires_at: now + lease,
+            };
+            match Record::parse(&record).and_then(|record| record.job(Some(claim))) {
+                Ok(job) => jobs.push(job),
                 Err(reason) => self.quarantine(queue, &id, &reason, now).await,
             }
         }
-        lock(&self.inner.claims).extend(facts);
         Ok(jobs)
     }
 
@@ -1261,7 +1246,8 @@ impl JobStore for RedisStore {
             .arg(owner)
             .arg(progress.percent.min(100))
             .arg(if progress.message.is_some() { "1" } else { "0" })
-            .arg(progress.message.as_deref().unwrap_or(""));
+            .arg(progress.message.as_deref().unwrap_or(""))
+            .arg(id);
         let recorded: i64 = invocation
             .invoke_async(&mut self.conn())
             .await
@@ -1285,15 +1271,8 @@ impl JobStore for RedisStore {
         let Some(queue) = queue_of(id) else {
             return Ok(None);
         };
-        let flat: Vec<Vec<u8>> = redis::cmd("HGETALL")
-            .arg(self.keys(queue).job(id))
-            .query_async(&mut self.conn())
-            .await
-            .map_err(backend(format!("read job `{id}`")))?;
-        if flat.is_empty() {
-            return Ok(None);
-        }
-        decode(id, flat).map(Some)
+        let mut jobs = self.read_jobs(queue, &[id.to_owned()]).await?;
+        Ok(jobs.pop())
     }
 
     async fn list(&self, filter: ListFilter, page: Page) -> StoreResult<Vec<Job>> {

@@ -1,22 +1,24 @@
 -- cancel.lua: cancels one job: at once when scheduled or waiting, by request when active.
--- KEYS: the queue's nine keys (see lib.lua), then [10] the job key.
+-- KEYS: the queue's ten keys (see lib.lua), then [11] the job key.
 -- ARGV: [1..4] prefix, queue, now, wake channel (see lib.lua)  [5] the job id
 -- Returns: 'cancelled now', 'requested', 'missing', or the finished state it already had.
 
-local id, key = ARGV[5], KEYS[10]
-if redis.call('TYPE', key)['ok'] ~= 'hash' then
+local id = ARGV[5]
+local job = load(id)
+if not job then
   return 'missing'
 end
-local job = fields(key)
+if redis.call('HEXISTS', K_LEASES, id) == 1 then
+  job.cancel_requested, job.updated_at = true, NOW
+  save(nil, id, job)
+  return 'requested'
+end
 if job.state == 'scheduled' or job.state == 'waiting' then
   unlist(id, job)
-  redis.call('HSET', key, 'state', 'cancelled', 'updated_at', NOW_TEXT, 'finished_at', NOW_TEXT)
+  job.state, job.updated_at, job.finished_at = 'cancelled', NOW, NOW
+  save(nil, id, job)
   redis.call('ZADD', K_CANCELLED, NOW, id)
   release_unique(job, id)
   return 'cancelled now'
 end
-if job.state == 'active' then
-  redis.call('HSET', key, 'cancel_requested', '1', 'updated_at', NOW_TEXT)
-  return 'requested'
-end
-return job.state
+return tostring(job.state)

@@ -1,8 +1,8 @@
 -- enqueue.lua: stores a batch of new jobs in one queue. This is the producers' contract
 -- (the README's "Redis job format"): it runs standalone, without lib.lua, from any Redis client.
 -- KEYS: [1] waiting  [2] scheduled  [3] active  [4] succeeded  [5] failed  [6] cancelled
---       [7] all  [8] unique  [9] paused  (each `<namespace>:{q:<queue>}:<name>`), then
---       [10..] one job key `<namespace>:{q:<queue>}:job:<id>` per job, in ARGV order.
+--       [7] all  [8] unique  [9] paused  [10] leases  (each `<namespace>:{q:<queue>}:<name>`),
+--       then [11..] one job key `<namespace>:{q:<queue>}:job:<id>` per job, in ARGV order.
 -- ARGV: [1] key prefix `<namespace>:{q:<queue>}:`  [2] queue  [3] now (ms since the epoch)
 --       [4] wake channel `<namespace>:wake`, then 8 per job:
 --       id (`<queue>/<uuid v7>`), handler, payload (bytes), priority (i32),
@@ -10,11 +10,13 @@
 --       unique key.
 -- Returns: two entries per job, in order: the job id and 1 when a unique key matched an
 -- unfinished job (that job's id is returned and nothing is stored), else 0.
+-- Each job is stored as its record, a MessagePack map (the README's "Redis job format").
 -- Publishes the queue name on the wake channel when it stored a job and the queue is not
 -- paused (a delayed job wakes idle hosts too, so they recompute when to claim next).
 
 local prefix, queue, now, wake = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
-local unfinished = { scheduled = true, waiting = true, active = true }
+-- A claimed job's record says `waiting` until it is settled.
+local unfinished = { scheduled = true, waiting = true }
 local results, woke = {}, false
 local n = (#ARGV - 4) / 8
 if n ~= math.floor(n) then
@@ -25,7 +27,7 @@ for i = 0, n - 1 do
   local id, handler, payload = ARGV[a], ARGV[a + 1], ARGV[a + 2]
   local priority, run_at = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]) or now
   local max_attempts, has_unique, unique = tonumber(ARGV[a + 5]), ARGV[a + 6], ARGV[a + 7]
-  local key = KEYS[10 + i]
+  local key = KEYS[11 + i]
   if key ~= prefix .. 'job:' .. id or string.sub(id, 1, #queue + 1) ~= queue .. '/' then
     return redis.error_reply('kiln: job `' .. id .. '` needs the id `' .. queue
       .. '/<uuid>` and the key `' .. prefix .. 'job:<id>`')
@@ -38,7 +40,9 @@ for i = 0, n - 1 do
   local existing = nil
   if has_unique == '1' then
     local other = redis.call('HGET', KEYS[8], unique)
-    if other and unfinished[redis.call('HGET', prefix .. 'job:' .. other, 'state') or ''] then
+    local raw = other and redis.pcall('GET', prefix .. 'job:' .. other)
+    local ok, record = pcall(cmsgpack.unpack, type(raw) == 'string' and raw or '')
+    if ok and type(record) == 'table' and unfinished[record.state] then
       existing = other
     end
   end
@@ -49,15 +53,15 @@ for i = 0, n - 1 do
     return redis.error_reply('kiln: job `' .. id .. '` already exists')
   else
     local state = run_at > now and 'scheduled' or 'waiting'
-    local fmt = function(x) return string.format('%d', x) end
-    redis.call('HSET', key, 'id', id, 'handler', handler, 'queue', queue, 'payload', payload,
-      'priority', fmt(priority), 'state', state, 'attempts', '0',
-      'max_attempts', fmt(max_attempts), 'run_at', fmt(run_at), 'cancel_requested', '0',
-      'created_at', fmt(now), 'updated_at', fmt(now), 'history', '[]')
+    local record = { id = id, handler = handler, queue = queue, payload = payload,
+      priority = priority, state = state, attempts = 0, max_attempts = max_attempts,
+      run_at = run_at, cancel_requested = false, created_at = now, updated_at = now,
+      history = '[]' }
     if has_unique == '1' then
-      redis.call('HSET', key, 'unique_key', unique)
+      record.unique_key = unique
       redis.call('HSET', KEYS[8], unique, id)
     end
+    redis.call('SET', key, cmsgpack.pack(record))
     redis.call('ZADD', KEYS[7], 0, id)
     if state == 'scheduled' then
       redis.call('ZADD', KEYS[2], run_at, id)

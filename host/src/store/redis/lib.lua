@@ -3,26 +3,31 @@
 -- It has no KEYS or ARGV of its own; every script that uses it receives the same layout:
 --
 -- KEYS: [1] waiting  [2] scheduled  [3] active  [4] succeeded  [5] failed  [6] cancelled
---       [7] all  [8] unique  [9] paused  (all `<namespace>:{q:<queue>}:<name>`), then the
---       job keys the script names in its own header.
+--       [7] all  [8] unique  [9] paused  [10] leases  (all `<namespace>:{q:<queue>}:<name>`),
+--       then the job keys the script names in its own header.
 -- ARGV: [1] key prefix `<namespace>:{q:<queue>}:`  [2] queue  [3] now (ms since the epoch)
 --       [4] wake channel, then the script's own arguments from [5].
 --
--- Job keys are `<prefix>job:<id>`. Scripts that discover ids in a queue's sets (claim,
--- recover, retry all, clear, prune) derive job keys from the prefix; they carry the queue's
--- hash tag, so they live in the same cluster slot as the KEYS.
+-- A job is one string key `<prefix>job:<id>` holding its record, a MessagePack map (the
+-- README's "Redis job format"). A claim does not rewrite the record: a job is active while
+-- the queue's `leases` hash holds its id, and its record then still says `waiting`, with the
+-- attempts from before the claim. Settling writes the outcome and the claim's facts.
+--
+-- Scripts that discover ids in a queue's sets (claim, recover, retry all, clear, prune)
+-- derive job keys from the prefix; they carry the queue's hash tag, so they live in the same
+-- cluster slot as the KEYS.
 
 local PREFIX, QUEUE, NOW, WAKE = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local K_WAITING, K_SCHEDULED, K_ACTIVE = KEYS[1], KEYS[2], KEYS[3]
 local K_SUCCEEDED, K_FAILED, K_CANCELLED = KEYS[4], KEYS[5], KEYS[6]
-local K_ALL, K_UNIQUE, K_PAUSED = KEYS[7], KEYS[8], KEYS[9]
+local K_ALL, K_UNIQUE, K_PAUSED, K_LEASES = KEYS[7], KEYS[8], KEYS[9], KEYS[10]
 
 -- A whole number as decimal text (Redis would otherwise print large numbers as 1e+14).
 local function int(n)
   return string.format('%d', n)
 end
 
--- The script's `now` as it is written into job fields.
+-- The script's `now` as text, for set arguments and messages.
 local NOW_TEXT = int(NOW)
 
 local function job_key(id)
@@ -33,44 +38,53 @@ end
 -- negative times sort too, then the id. Equal priorities run by run_at, then by id, and
 -- ids are time-ordered UUIDs, so FIFO.
 local function ready_member(run_at, id)
-  return string.format('%016d', tonumber(run_at) + 1e15) .. id
+  return string.format('%016d', run_at + 1e15) .. id
 end
 
 local function member_id(member)
   return string.sub(member, 17)
 end
 
--- Member of the active zset (score: lease expiry): the id's length, a colon, the id, then
--- the lease owner. A batch's ownership is then one ZMSCORE instead of a read per job.
-local function lease_member(id, owner)
-  return #id .. ':' .. id .. owner
+-- A `leases` value: when the claim was made, a colon, the lease owner.
+local function lease_value(claimed_at, owner)
+  return int(claimed_at) .. ':' .. owner
 end
 
--- The job id and lease owner of an active-set member.
-local function lease_parts(member)
-  local n, rest = string.match(member, '^(%d+):(.*)$')
-  n = tonumber(n)
-  if not n or n > #rest then
-    return member, ''
-  end
-  return string.sub(rest, 1, n), string.sub(rest, n + 1)
-end
-
--- An HGETALL reply as a table, or nil when it is empty (the key does not exist).
-local function as_table(flat)
-  if #flat == 0 then
+-- The claim time and owner of a `leases` value, or nil for a value Kiln did not write.
+local function lease_parts(value)
+  if type(value) ~= 'string' then
     return nil
   end
-  local job = {}
-  for i = 1, #flat, 2 do
-    job[flat[i]] = flat[i + 1]
+  local at, owner = string.match(value, '^(%-?%d+):(.*)$')
+  if not at then
+    return nil
+  end
+  return tonumber(at), owner
+end
+
+-- Reads job `id`'s record. Returns the record table, or nil and why not: 'none' (no key),
+-- the key's type when it is not a string, or 'undecodable'.
+local function load(id)
+  local raw = redis.pcall('GET', job_key(id))
+  if type(raw) == 'table' and raw.err then
+    return nil, redis.call('TYPE', job_key(id))['ok']
+  end
+  if not raw then
+    return nil, 'none'
+  end
+  local ok, job = pcall(cmsgpack.unpack, raw)
+  if not ok or type(job) ~= 'table' then
+    return nil, 'undecodable'
   end
   return job
 end
 
--- The job's fields as a table, or nil when the key does not exist.
-local function fields(key)
-  return as_table(redis.call('HGETALL', key))
+-- Why `load` found no record, as a sentence for a corrupt job's error.
+local function unreadable(kind)
+  if kind == 'undecodable' then
+    return 'the job key holds a string that is not a MessagePack map'
+  end
+  return 'the job key holds a ' .. kind .. ', not a job record'
 end
 
 -- `history` (a JSON array, or nil for none) with one JSON attempt record appended.
@@ -79,14 +93,6 @@ local function appended(history, record)
     return '[' .. record .. ']'
   end
   return (string.gsub(history, '%]%s*$', '')) .. ',' .. record .. ']'
-end
-
--- Appends one JSON attempt record to the job's history.
-local function append_history(key, record)
-  if record == nil or record == '' then
-    return
-  end
-  redis.call('HSET', key, 'history', appended(redis.call('HGET', key, 'history'), record))
 end
 
 -- The list of deferred arguments for `key` in `lists`, created empty on first use.
@@ -99,8 +105,13 @@ local function pending(lists, key)
   return args
 end
 
--- Adds `id` with `score` to the sorted set `key` now, or, given `moves`, at `flush_moves`:
--- a batch then costs one command per set instead of one per job.
+-- Deferred writes: set changes and records collected by a batch script, applied by
+-- `flush_moves` with one command per set and one MSET for the records.
+local function new_moves()
+  return { add = {}, rem = {}, records = {} }
+end
+
+-- Adds `id` with `score` to the sorted set `key` now, or, given `moves`, at `flush_moves`.
 local function zadd(moves, key, score, id)
   if not moves then
     redis.call('ZADD', key, score, id)
@@ -121,22 +132,35 @@ local function zrem(moves, key, id)
   args[#args + 1] = id
 end
 
-local function new_moves()
-  return { add = {}, rem = {} }
+-- Writes job `id`'s record now, or at `flush_moves`.
+local function save(moves, id, job)
+  if not moves then
+    redis.call('SET', job_key(id), cmsgpack.pack(job))
+    return
+  end
+  local records = moves.records
+  local n = #records
+  records[n + 1], records[n + 2] = job_key(id), cmsgpack.pack(job)
 end
 
--- Applies deferred set changes, removals first, a few thousand arguments per command.
+-- Applies deferred writes, removals first, a few thousand arguments per command. The
+-- `leases` hash is a removal target like the sets (HDEL instead of ZREM).
 local function flush_moves(moves)
   local CHUNK = 4000
-  for key, ids in pairs(moves.rem) do
-    for first = 1, #ids, CHUNK do
-      redis.call('ZREM', key, unpack(ids, first, math.min(first + CHUNK - 1, #ids)))
+  local function each_chunk(command, key, args)
+    for first = 1, #args, CHUNK do
+      redis.call(command, key, unpack(args, first, math.min(first + CHUNK - 1, #args)))
     end
   end
+  for key, ids in pairs(moves.rem) do
+    each_chunk(key == K_LEASES and 'HDEL' or 'ZREM', key, ids)
+  end
+  local records = moves.records
+  for first = 1, #records, CHUNK do
+    redis.call('MSET', unpack(records, first, math.min(first + CHUNK - 1, #records)))
+  end
   for key, args in pairs(moves.add) do
-    for first = 1, #args, CHUNK do
-      redis.call('ZADD', key, unpack(args, first, math.min(first + CHUNK - 1, #args)))
-    end
+    each_chunk('ZADD', key, args)
   end
 end
 
@@ -163,34 +187,33 @@ local function format_time(ms)
     math.floor(rem / 3600), math.floor((rem % 3600) / 60), rem % 60, millis)
 end
 
+-- Integer fields: range and the value a repaired record gets (nil: now).
 local INT_FIELDS = {
-  priority = { -2147483648, 2147483647, '0' },
-  attempts = { 0, 4294967295, '0' },
-  max_attempts = { 1, 4294967295, '1' },
+  priority = { -2147483648, 2147483647, 0 },
+  attempts = { 0, 4294967295, 0 },
+  max_attempts = { 1, 4294967295, 1 },
   run_at = { -9007199254740991, 9007199254740991, nil },
   created_at = { -9007199254740991, 9007199254740991, nil },
   updated_at = { -9007199254740991, 9007199254740991, nil },
 }
 local OPTIONAL_INT_FIELDS = {
-  lease_expires_at = { -9007199254740991, 9007199254740991 },
   claimed_at = { -9007199254740991, 9007199254740991 },
   finished_at = { -9007199254740991, 9007199254740991 },
   progress_percent = { 0, 100 },
 }
+local TEXT_FIELDS = { 'id', 'queue', 'handler', 'payload', 'history' }
+local OPTIONAL_TEXT_FIELDS = { 'unique_key', 'lease_owner', 'result', 'error', 'progress_message' }
+-- A record's states: `active` is not one, a lease says so.
 local STATES = {
-  scheduled = true, waiting = true, active = true,
-  succeeded = true, failed = true, cancelled = true,
+  scheduled = true, waiting = true, succeeded = true, failed = true, cancelled = true,
 }
 
 local function int_in(value, range)
-  if type(value) ~= 'string' or not string.match(value, '^%-?%d+$') then
-    return false
-  end
-  local n = tonumber(value)
-  return n ~= nil and n >= range[1] and n <= range[2]
+  return type(value) == 'number' and value == math.floor(value)
+    and value >= range[1] and value <= range[2]
 end
 
--- What is wrong with a job hash: a list of field names to repair and a list of reasons
+-- What is wrong with a job record: a list of field names to repair and a list of reasons
 -- (both empty when it is sound).
 local function problems(job, id)
   local bad, reasons = {}, {}
@@ -198,10 +221,20 @@ local function problems(job, id)
     table.insert(bad, field)
     table.insert(reasons, reason)
   end
-  if job.id ~= id then flag('id', 'field `id` does not match the key') end
-  if job.queue ~= QUEUE then flag('queue', 'field `queue` does not match the key') end
-  if type(job.handler) ~= 'string' then flag('handler', 'field `handler` is missing') end
-  if type(job.payload) ~= 'string' then flag('payload', 'field `payload` is missing') end
+  for _, name in ipairs(TEXT_FIELDS) do
+    if type(job[name]) ~= 'string' then
+      flag(name, 'field `' .. name .. '` is missing or not a string')
+    end
+  end
+  for _, name in ipairs(OPTIONAL_TEXT_FIELDS) do
+    if job[name] ~= nil and type(job[name]) ~= 'string' then
+      flag(name, 'field `' .. name .. '` is not a string')
+    end
+  end
+  if job.id ~= id and type(job.id) == 'string' then flag('id', 'field `id` does not match the key') end
+  if job.queue ~= QUEUE and type(job.queue) == 'string' then
+    flag('queue', 'field `queue` does not match the key')
+  end
   if not STATES[job.state or ''] then flag('state', 'field `state` is not a job state') end
   for name, range in pairs(INT_FIELDS) do
     if not int_in(job[name], range) then
@@ -213,101 +246,100 @@ local function problems(job, id)
       flag(name, 'field `' .. name .. '` is not a valid integer')
     end
   end
-  if job.cancel_requested ~= nil and job.cancel_requested ~= '0' and job.cancel_requested ~= '1' then
-    flag('cancel_requested', 'field `cancel_requested` is not 0 or 1')
+  if type(job.cancel_requested) ~= 'boolean' then
+    flag('cancel_requested', 'field `cancel_requested` is not a boolean')
   end
-  local text = job.history or ''
-  local ok, history = pcall(cjson.decode, text)
-  if not ok or type(history) ~= 'table' or not string.match(text, '^%s*%[') then
-    flag('history', 'field `history` is missing or not a JSON array')
+  if type(job.history) == 'string' then
+    local ok, history = pcall(cjson.decode, job.history)
+    if not ok or type(history) ~= 'table' or not string.match(job.history, '^%s*%[') then
+      flag('history', 'field `history` is not a JSON array')
+    end
   end
   return bad, reasons
 end
 
--- Removes a job id from every state set (the waiting and active ones when their member can
--- be rebuilt from the job's fields).
+-- Removes a job id from every state set and the leases (its waiting member is rebuilt from
+-- the record's run_at, when it has one).
 local function unlist(id, job)
-  for _, key in ipairs({ K_SCHEDULED, K_SUCCEEDED, K_FAILED, K_CANCELLED }) do
+  for _, key in ipairs({ K_SCHEDULED, K_ACTIVE, K_SUCCEEDED, K_FAILED, K_CANCELLED }) do
     redis.call('ZREM', key, id)
   end
+  redis.call('HDEL', K_LEASES, id)
   if job and int_in(job.run_at, INT_FIELDS.run_at) then
     redis.call('ZREM', K_WAITING, ready_member(job.run_at, id))
-  end
-  if job and type(job.lease_owner) == 'string' then
-    redis.call('ZREM', K_ACTIVE, lease_member(id, job.lease_owner))
   end
 end
 
 -- Drops the unique-key entry of job `id` if it still points at it.
 local function release_unique(job, id)
-  if job.unique_key and redis.call('HGET', K_UNIQUE, job.unique_key) == id then
+  if type(job.unique_key) == 'string' and redis.call('HGET', K_UNIQUE, job.unique_key) == id then
     redis.call('HDEL', K_UNIQUE, job.unique_key)
   end
 end
 
--- Moves a broken job aside as a failed job whose error says why. A key that is not a hash
--- (or any key, with `move_all`) is renamed to `<prefix>garbage:<id>` first, so nothing a
--- producer wrote is thrown away; what remains at the job key is a readable failed job.
--- Returns the reason text.
+-- Moves a broken job aside as a failed job whose error says why. A value that is not a
+-- readable record (or any value, with `move_all`) is renamed to `<prefix>garbage:<id>`
+-- first, so nothing a producer wrote is thrown away; the job key then holds a readable
+-- failed record keeping what was sound (with `move_all`, the handler only). Returns the
+-- reason text.
 local function quarantine(id, reason, move_all)
   local key = job_key(id)
-  local kind = redis.call('TYPE', key)['ok']
-  local original = kind == 'hash' and fields(key) or {}
+  local original, kind = load(id)
   unlist(id, original)
-  release_unique(original, id)
-  if kind ~= 'none' and (kind ~= 'hash' or move_all) then
+  if original then
+    release_unique(original, id)
+  end
+  if kind ~= 'none' and (not original or move_all) then
     local aside = PREFIX .. 'garbage:' .. id
     redis.call('RENAME', key, aside)
     reason = reason .. '; its value was moved to `' .. aside .. '`'
-    if type(original.handler) == 'string' then
-      redis.call('HSET', key, 'handler', original.handler)
-    end
   end
-  local job = fields(key) or {}
+  -- A record the host could not decode keeps only its handler: any other field may be what
+  -- it could not read.
+  local job = original or {}
+  if move_all then
+    job = { handler = job.handler }
+  end
   local bad = problems(job, id)
   for _, field in ipairs(bad) do
-    local default = INT_FIELDS[field] and INT_FIELDS[field][3]
+    local range = INT_FIELDS[field]
     if field == 'id' then
-      redis.call('HSET', key, 'id', id)
+      job.id = id
     elseif field == 'queue' then
-      redis.call('HSET', key, 'queue', QUEUE)
+      job.queue = QUEUE
     elseif field == 'handler' or field == 'payload' then
-      redis.call('HSET', key, field, '')
+      job[field] = ''
     elseif field == 'history' then
-      redis.call('HSET', key, 'history', '[]')
-    elseif default then
-      redis.call('HSET', key, field, default)
-    elseif INT_FIELDS[field] then
-      redis.call('HSET', key, field, NOW_TEXT)
-    elseif field ~= 'state' then
-      redis.call('HDEL', key, field)
+      job.history = '[]'
+    elseif range then
+      job[field] = range[3] or NOW
+    elseif field ~= 'state' and field ~= 'cancel_requested' then
+      job[field] = nil
     end
   end
-  redis.call('HDEL', key, 'result')
-  redis.call('HSET', key, 'state', 'failed', 'error', 'corrupt job: ' .. reason,
-    'cancel_requested', '0', 'updated_at', NOW_TEXT, 'finished_at', NOW_TEXT)
+  job.state, job.error, job.result, job.cancel_requested = 'failed', 'corrupt job: ' .. reason, nil, false
+  job.updated_at, job.finished_at = NOW, NOW
+  save(nil, id, job)
   redis.call('ZADD', K_FAILED, NOW, id)
   redis.call('ZADD', K_ALL, 0, id)
   return reason
 end
 
--- Loads job `id` that a set says is in `state`. Returns its fields when it is sound and in
--- that state; otherwise removes or quarantines it, appends `id, reason` to `report` and
--- returns nil.
-local function take(id, state, report)
-  local key = job_key(id)
-  local kind = redis.call('TYPE', key)['ok']
+-- Loads job `id`, which the `listed` set says is there, expecting its record to be in
+-- `state`. Returns the record when it is sound and in that state; otherwise removes or
+-- quarantines it, appends `id, reason` to `report` and returns nil.
+local function take(id, listed, state, report)
+  local job, kind = load(id)
   if kind == 'none' then
     table.insert(report, id)
-    table.insert(report, 'listed as ' .. state .. ' but its job hash is missing; dropped')
+    table.insert(report, 'listed as ' .. listed .. ' but its job record is missing; dropped')
     return nil
   end
-  if kind ~= 'hash' then
+  if not job then
     table.insert(report, id)
-    table.insert(report, quarantine(id, 'the job key holds a ' .. kind .. ', not a hash'))
+    table.insert(report, quarantine(id, unreadable(kind)))
     return nil
   end
-  local job = fields(key)
   local _, reasons = problems(job, id)
   if #reasons > 0 then
     table.insert(report, id)
@@ -316,16 +348,17 @@ local function take(id, state, report)
   end
   if job.state ~= state then
     table.insert(report, id)
-    table.insert(report, 'listed as ' .. state .. ' but it is ' .. job.state .. '; unlisted')
+    table.insert(report, 'listed as ' .. listed .. ' but it is ' .. job.state .. '; unlisted')
     return nil
   end
   return job
 end
 
--- Makes a sound job waiting (it was scheduled or is being requeued).
-local function make_waiting(id, job, run_at)
-  redis.call('HSET', job_key(id), 'state', 'waiting', 'run_at', int(run_at), 'updated_at', NOW_TEXT)
-  redis.call('ZADD', K_WAITING, -tonumber(job.priority), ready_member(run_at, id))
+-- Makes a sound job waiting at `run_at` (it was scheduled or is being requeued).
+local function make_waiting(moves, id, job, run_at)
+  job.state, job.run_at, job.updated_at = 'waiting', run_at, NOW
+  save(moves, id, job)
+  zadd(moves, K_WAITING, -(tonumber(job.priority) or 0), ready_member(run_at, id))
 end
 
 -- Promotes scheduled jobs whose run_at has come to waiting, at most `limit` of them.
@@ -335,9 +368,9 @@ local function promote_due(limit, report)
   local promoted = 0
   for _, id in ipairs(due) do
     redis.call('ZREM', K_SCHEDULED, id)
-    local job = take(id, 'scheduled', report)
+    local job = take(id, 'scheduled', 'scheduled', report)
     if job then
-      make_waiting(id, job, tonumber(job.run_at))
+      make_waiting(nil, id, job, job.run_at)
       promoted = promoted + 1
     end
   end
@@ -346,55 +379,42 @@ end
 
 local DONE_SETS = { succeeded = K_SUCCEEDED, failed = K_FAILED, cancelled = K_CANCELLED }
 
--- Finishes a held job in `state` (succeeded, failed or cancelled). `history`, when given,
--- is the job's new attempt history; `moves` defers the set changes (see `zadd`).
--- `job.lease_owner` names the active-set member. A `result` or `error` the job had and does
--- not get now is deleted, unless `clean` says it has neither. The job's `lease_owner`,
--- `lease_expires_at` and `claimed_at` stay: they describe its last claim.
--- Returns false, having changed nothing, when the job key is not a hash.
-local function finish(id, job, state, result, err, moves, history, clean)
-  local key = job_key(id)
-  local set = { key, 'state', state, 'updated_at', NOW_TEXT, 'finished_at', NOW_TEXT }
-  local drop = nil
-  if result then
-    set[#set + 1], set[#set + 2] = 'result', result
-  elseif not clean then
-    drop = { key, 'result' }
+-- Ends a claim of job `id`: the record gets the attempt count `attempts` and the claim's
+-- owner and start, and the lease is unlisted. `moves` defers the writes (see `zadd`).
+local function end_claim(moves, id, job, attempts, owner, claimed_at)
+  job.attempts, job.lease_owner, job.claimed_at = attempts, owner, claimed_at
+  zrem(moves, K_ACTIVE, id)
+  if moves then
+    zrem(moves, K_LEASES, id)
+  else
+    redis.call('HDEL', K_LEASES, id)
   end
-  if err then
-    set[#set + 1], set[#set + 2] = 'error', err
-  elseif not clean then
-    drop = drop or { key }
-    drop[#drop + 1] = 'error'
-  end
-  if history then
-    set[#set + 1], set[#set + 2] = 'history', history
-  end
-  if type(redis.pcall('HSET', unpack(set))) == 'table' then
-    return false
-  end
-  if drop then
-    redis.call('HDEL', unpack(drop))
-  end
-  zrem(moves, K_ACTIVE, lease_member(id, job.lease_owner))
-  zadd(moves, DONE_SETS[state], NOW, id)
-  if job.unique_key then
-    release_unique(job, id)
-  end
-  return true
 end
 
--- Puts a held job back to scheduled or waiting at `at`. `uncount` takes the attempt back.
-local function requeue(id, job, at, err, uncount)
-  local key = job_key(id)
-  if err then redis.call('HSET', key, 'error', err) end
-  if uncount then redis.call('HINCRBY', key, 'attempts', -1) end
-  redis.call('ZREM', K_ACTIVE, lease_member(id, job.lease_owner))
+-- Finishes job `id` in `state` (succeeded, failed or cancelled) with `result` and `err`
+-- (either may be nil, which clears it). `history`, when given, is the new attempt history.
+local function finish(moves, id, job, state, result, err, history)
+  job.state, job.result, job.error = state, result, err
+  job.updated_at, job.finished_at = NOW, NOW
+  if history then
+    job.history = history
+  end
+  save(moves, id, job)
+  zadd(moves, DONE_SETS[state], NOW, id)
+  release_unique(job, id)
+end
+
+-- Puts job `id` back to scheduled or waiting at `at`, with `err` as its error when given.
+local function requeue(moves, id, job, at, err)
+  if err then
+    job.error = err
+  end
   if at > NOW then
-    redis.call('HSET', key, 'state', 'scheduled', 'run_at', int(at), 'updated_at', NOW_TEXT)
-    redis.call('ZADD', K_SCHEDULED, at, id)
+    job.state, job.run_at, job.updated_at = 'scheduled', at, NOW
+    save(moves, id, job)
+    zadd(moves, K_SCHEDULED, at, id)
   else
-    make_waiting(id, job, at)
+    make_waiting(moves, id, job, at)
   end
 end
 

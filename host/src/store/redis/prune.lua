@@ -1,5 +1,5 @@
 -- prune.lua: deletes finished jobs of one queue beyond a retention policy.
--- KEYS: the queue's nine keys (see lib.lua); no job keys (ids come from the finished sets).
+-- KEYS: the queue's ten keys (see lib.lua); no job keys (ids come from the finished sets).
 -- ARGV: [1..4] prefix, queue, now, wake channel (see lib.lua), then for succeeded, failed
 --       and cancelled in turn: cutoff (delete jobs finished before it, ms; '' for none).
 --       Retention by count is turned into a cutoff by the caller, so a job that finishes

@@ -1,11 +1,11 @@
 -- quarantine.lua: moves one job the host could not decode aside as a failed job whose
--- error says why, so a bad record cannot block its queue. The original hash is renamed to
--- `<prefix>garbage:<id>`; the job key gets a fresh failed job.
--- KEYS: the queue's nine keys (see lib.lua), then [10] the job key.
+-- error says why, so a bad record cannot block its queue. The original value is renamed to
+-- `<prefix>garbage:<id>`; the job key gets a failed record.
+-- KEYS: the queue's ten keys (see lib.lua), then [11] the job key.
 -- ARGV: [1..4] prefix, queue, now, wake channel (see lib.lua)  [5] the job id  [6] reason
 -- Returns: the reason as stored.
 
-if redis.call('TYPE', KEYS[10])['ok'] == 'none' then
+if redis.call('EXISTS', KEYS[11]) == 0 then
   return ARGV[6]
 end
 return quarantine(ARGV[5], ARGV[6], true)

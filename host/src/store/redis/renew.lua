@@ -1,23 +1,30 @@
 -- renew.lua: extends one worker's leases on a batch of jobs of one queue.
--- KEYS: the queue's nine keys (see lib.lua), then [10..] one job key per id.
+-- KEYS: the queue's ten keys (see lib.lua), then [11..] one job key per id.
 -- ARGV: [1..4] prefix, queue, now, wake channel (see lib.lua)
---       [5] lease owner  [6] new lease expiry (ms)  [7..] the job ids, matching KEYS[10..]
+--       [5] lease owner  [6] new lease expiry (ms)  [7..] the job ids, matching KEYS[11..]
 -- Returns: one code per id: 0 lease lost (not active under this owner), 1 renewed,
 -- 2 renewed but an admin requested a cancel.
 
-local owner, expires = ARGV[5], tonumber(ARGV[6])
-local codes = {}
-for i = 7, #ARGV do
-  local id, key = ARGV[i], KEYS[i + 3]
+local owner, expires = ARGV[5], ARGV[6]
+local ids = { unpack(ARGV, 7) }
+if #ids == 0 then
+  return {}
+end
+local held = redis.call('HMGET', K_LEASES, unpack(ids))
+local raws = redis.call('MGET', unpack(KEYS, 11, 10 + #ids))
+local codes, renewed = {}, {}
+for i, id in ipairs(ids) do
+  local _, holder = lease_parts(held[i])
   local code = 0
-  if redis.call('TYPE', key)['ok'] == 'hash' then
-    local held = redis.call('HMGET', key, 'state', 'lease_owner', 'cancel_requested')
-    if held[1] == 'active' and held[2] == owner then
-      redis.call('HSET', key, 'lease_expires_at', int(expires))
-      redis.call('ZADD', K_ACTIVE, expires, lease_member(id, owner))
-      code = held[3] == '1' and 2 or 1
-    end
+  if holder == owner then
+    renewed[#renewed + 1] = expires
+    renewed[#renewed + 1] = id
+    local ok, job = pcall(cmsgpack.unpack, raws[i] or '')
+    code = ok and type(job) == 'table' and job.cancel_requested == true and 2 or 1
   end
-  table.insert(codes, code)
+  codes[i] = code
+end
+if #renewed > 0 then
+  redis.call('ZADD', K_ACTIVE, unpack(renewed))
 end
 return codes

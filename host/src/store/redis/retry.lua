@@ -1,17 +1,15 @@
 -- retry.lua: revives failed jobs: back to waiting at now, attempts reset, history kept.
--- KEYS: the queue's nine keys (see lib.lua), then [10] the job key when ARGV[5] is 'one'.
+-- KEYS: the queue's ten keys (see lib.lua), then [11] the job key when ARGV[5] is 'one'.
 -- ARGV: [1..4] prefix, queue, now, wake channel (see lib.lua)
 --       [5] 'one' or 'all'  [6] the job id when 'one'
 -- Returns: { revived, '' }, or for 'one' { 0, state } when the job is not failed and
 -- { 0, 'missing' } when there is no such job.
 
-local function revive(id)
-  local key = job_key(id)
-  local job = fields(key)
+local function revive(id, job)
   redis.call('ZREM', K_FAILED, id)
-  redis.call('HDEL', key, 'finished_at', 'result', 'lease_owner', 'lease_expires_at')
-  redis.call('HSET', key, 'attempts', '0', 'cancel_requested', '0')
-  make_waiting(id, job, NOW)
+  job.finished_at, job.result, job.lease_owner, job.claimed_at = nil, nil, nil, nil
+  job.attempts, job.cancel_requested = 0, false
+  make_waiting(nil, id, job, NOW)
   if job.unique_key then
     redis.call('HSETNX', K_UNIQUE, job.unique_key, id)
   end
@@ -20,23 +18,33 @@ end
 local revived = 0
 if ARGV[5] == 'one' then
   local id = ARGV[6]
-  if redis.call('TYPE', KEYS[10])['ok'] ~= 'hash' then
+  local job = load(id)
+  if not job then
     return { 0, 'missing' }
   end
-  local state = redis.call('HGET', KEYS[10], 'state')
-  if state ~= 'failed' then
-    return { 0, state or 'missing' }
+  if job.state ~= 'failed' then
+    return { 0, tostring(job.state) }
   end
-  revive(id)
+  local _, reasons = problems(job, id)
+  if #reasons > 0 then
+    return redis.error_reply('kiln: job `' .. id .. '` cannot be retried: '
+      .. table.concat(reasons, '; '))
+  end
+  revive(id, job)
   revived = 1
 else
   local report = {}
   for _, id in ipairs(redis.call('ZRANGE', K_FAILED, 0, -1)) do
-    if take(id, 'failed', report) then
-      revive(id)
+    local job = take(id, 'failed', 'failed', report)
+    if job then
+      revive(id, job)
       revived = revived + 1
     else
-      redis.call('ZREM', K_FAILED, id)
+      -- Dropped or unlisted; a record moved aside is a failed job again and stays listed.
+      local left = load(id)
+      if not left or left.state ~= 'failed' then
+        redis.call('ZREM', K_FAILED, id)
+      end
     end
   end
 end
