@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use kiln::store::{
-    AnyStore, JobState, JobStore, ListFilter, NewJob, Page, RedisStore, RedisTarget, SettleAction,
-    StoreError,
+    AnyStore, JobState, JobStore, ListFilter, NewJob, Page, Progress, RedisStore, RedisTarget,
+    SettleAction, StoreError,
 };
 
 use crate::redis_server::{RedisCluster, RedisServer};
@@ -205,6 +205,88 @@ async fn a_claim_writes_no_job_record() {
     assert!(!again[0].existing, "the unique key was released");
     let counts = &other.counts().await.unwrap()[0];
     assert_eq!((counts.active, counts.succeeded), (0, 1));
+}
+
+/// The handle that claimed a job settles it by writing the record it built from the claim
+/// (the script only checks the stored record is unchanged); any other handle, a record
+/// changed since the claim (progress) or a big one has the script decode and settle it.
+/// Every way ends in the same job: result or error, attempts, history, the unique key
+/// released, the progress kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settles_alike_by_either_handle() {
+    let server = server();
+    let target = RedisTarget::server(server.url()).with_namespace(namespace());
+    let claimer = open(target.clone()).await;
+    let other = open(target).await;
+    let mut ends = Vec::new();
+    for (case, settler, progress, succeed) in [
+        ("claimer-ok", &claimer, false, true),
+        ("other-ok", &other, false, true),
+        ("progress-ok", &claimer, true, true),
+        ("big-ok", &claimer, false, true),
+        ("claimer-fail", &claimer, false, false),
+        ("other-fail", &other, false, false),
+    ] {
+        let mut new = job(case, "x");
+        new.unique_key = Some("key".to_owned());
+        if case.starts_with("big") {
+            new.payload = vec![7; 100 * 1024];
+        }
+        let id = claimer.enqueue(vec![new.clone()], T0).await.unwrap()[0]
+            .id
+            .clone();
+        let claimed = claimer.claim(case, 1, "w", LEASE, T0).await.unwrap();
+        if progress {
+            let halfway = Progress {
+                percent: 50,
+                message: Some("half".to_owned()),
+            };
+            claimer.progress(&id, "w", halfway, at(1)).await.unwrap();
+        }
+        let action = if succeed {
+            SettleAction::Succeed {
+                result: vec![0xff, 0, b'r'],
+            }
+        } else {
+            SettleAction::Fail {
+                error: "broke".to_owned(),
+            }
+        };
+        let done = settlement(&claimed[0], "w", action, at(2));
+        assert!(settler.settle(vec![done], at(2)).await.unwrap().is_empty());
+        let job = other.get(&id).await.unwrap().unwrap();
+        let again = claimer.enqueue(vec![new], at(3)).await.unwrap();
+        assert!(!again[0].existing, "{case}: the unique key was released");
+        assert_eq!(job.progress.is_some(), progress, "{case}");
+        ends.push((case, job));
+    }
+    for (case, job) in &ends {
+        let (state, result, error) = if case.ends_with("ok") {
+            (JobState::Succeeded, Some(vec![0xff, 0, b'r']), None)
+        } else {
+            (JobState::Failed, None, Some("broke".to_owned()))
+        };
+        assert_eq!(
+            (job.state, &job.result, &job.error),
+            (state, &result, &error),
+            "{case}"
+        );
+        assert_eq!((job.attempts, job.lease.as_ref()), (1, None), "{case}");
+        assert_eq!(job.history.len(), 1, "{case}");
+        assert_eq!(job.history[0].attempt, 1, "{case}");
+        assert_eq!(
+            (job.updated_at, job.finished_at),
+            (at(2), Some(at(2))),
+            "{case}"
+        );
+        assert_eq!(job.handler, "echo", "{case}");
+        let size = if case.starts_with("big") {
+            100 * 1024
+        } else {
+            1
+        };
+        assert_eq!(job.payload.len(), size, "{case}");
+    }
 }
 
 /// The `leases` hash holds the claim time and the lease owner; colons in the queue (`a:b`)

@@ -58,6 +58,11 @@ pub const MAX_CLAIM_BATCH: usize = 1_000;
 /// next call.
 const MOVE_BATCH: usize = 1_000;
 
+/// Largest claimed record a handle settles by sending the new record itself. The claimed
+/// record goes back with it for the check, so a big payload would cross the network twice
+/// more; bigger records are settled by the script.
+const HOST_SETTLE_MAX_RECORD: usize = 64 * 1024;
+
 /// How long connecting to a Redis node may take before the attempt fails.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -409,6 +414,8 @@ struct Inner {
     /// Queues this handle has already added to the `<namespace>:queues` registry, so enqueue
     /// pays for the `SADD` once per queue.
     registered: Mutex<HashSet<String>>,
+    /// The jobs this handle claimed and has not settled, by id (see `Claimed`).
+    claims: Mutex<HashMap<String, Claimed>>,
 }
 
 /// Reconnect and timeout settings shared by the command and subscriber connections.
@@ -515,6 +522,7 @@ impl RedisStore {
                 subscriber,
                 wakers,
                 registered: Mutex::new(HashSet::new()),
+                claims: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -764,6 +772,108 @@ impl<'a> Record<'a> {
     }
 }
 
+/// What a claim returned of one job, kept so settling it as succeeded or failed needs no
+/// MessagePack work in Redis: the host writes the new record and the script only checks that
+/// the stored one is still the one claimed.
+struct Claimed {
+    owner: String,
+    claimed_at: Timestamp,
+    /// The record as the claim read it.
+    record: Vec<u8>,
+}
+
+/// `history` (a JSON array) with one JSON attempt record appended, as `appended` in lib.lua
+/// does it, or `None` for a history that does not look like an array.
+fn appended(history: &str, record: &str) -> Option<String> {
+    let body = history.trim_end().strip_suffix(']')?;
+    if body.trim().strip_prefix('[')?.trim().is_empty() {
+        Some(format!("[{record}]"))
+    } else {
+        Some(format!("{body},{record}]"))
+    }
+}
+
+/// The record of a claimed job once it succeeded (`result`) or failed (`error`), as
+/// `settle.lua` would write it: one more attempt, the attempt record appended, the claim's
+/// owner and start kept. Returns it with the job's unique key, or `None` when the claimed
+/// record cannot be read (the script then decides).
+fn settled_record(
+    claimed: &Claimed,
+    outcome: Result<&[u8], &[u8]>,
+    attempt: &str,
+    now: Timestamp,
+) -> Option<(Vec<u8>, Option<String>)> {
+    const SET: [&str; 9] = [
+        "state",
+        "attempts",
+        "result",
+        "error",
+        "history",
+        "lease_owner",
+        "claimed_at",
+        "updated_at",
+        "finished_at",
+    ];
+    let raw = &claimed.record[..];
+    let mut cursor = raw;
+    let pairs = rmp::decode::read_map_len(&mut cursor).ok()?;
+    let mut kept: Vec<&[u8]> = Vec::new();
+    let (mut attempts, mut history, mut unique_key) = (None, None, None);
+    for _ in 0..pairs {
+        let start = raw.len() - cursor.len();
+        let key = rmpv::decode::read_value_ref(&mut cursor).ok()?;
+        let value = rmpv::decode::read_value_ref(&mut cursor).ok()?;
+        let ValueRef::String(name) = key else {
+            return None;
+        };
+        let name = name.as_str()?;
+        match (name, value) {
+            ("attempts", ValueRef::Integer(n)) => attempts = n.as_i64(),
+            ("history", ValueRef::String(text)) => history = text.into_str(),
+            ("unique_key", ValueRef::String(text)) => unique_key = text.into_str(),
+            _ => {}
+        }
+        if !SET.contains(&name) {
+            kept.push(&raw[start..raw.len() - cursor.len()]);
+        }
+    }
+    let history = if attempt.is_empty() {
+        history?.to_owned()
+    } else {
+        appended(history?, attempt)?
+    };
+    let (state, text_field, text) = match outcome {
+        Ok(result) => ("succeeded", "result", result),
+        Err(error) => ("failed", "error", error),
+    };
+    let mut out = Vec::with_capacity(raw.len() + text.len() + history.len() + 96);
+    let count = u32::try_from(kept.len() + 8).ok()?;
+    rmp::encode::write_map_len(&mut out, count).ok()?;
+    for pair in kept {
+        out.extend_from_slice(pair);
+    }
+    let mut text_pair = |name: &str, value: &[u8]| -> Option<()> {
+        rmp::encode::write_str(&mut out, name).ok()?;
+        rmp::encode::write_str_len(&mut out, u32::try_from(value.len()).ok()?).ok()?;
+        out.extend_from_slice(value);
+        Some(())
+    };
+    text_pair("state", state.as_bytes())?;
+    text_pair(text_field, text)?;
+    text_pair("history", history.as_bytes())?;
+    text_pair("lease_owner", claimed.owner.as_bytes())?;
+    for (name, value) in [
+        ("attempts", attempts? + 1),
+        ("claimed_at", claimed.claimed_at.0),
+        ("updated_at", now.0),
+        ("finished_at", now.0),
+    ] {
+        rmp::encode::write_str(&mut out, name).ok()?;
+        rmp::encode::write_sint(&mut out, value).ok()?;
+    }
+    Some((out, unique_key.map(str::to_owned)))
+}
+
 /// Decodes job `id`'s record, active under `claim` when claimed; a bad record is
 /// `StoreError::Corrupt`.
 fn decode(id: &str, bytes: &[u8], claim: Option<Claim>) -> StoreResult<Job> {
@@ -925,7 +1035,10 @@ impl RedisStore {
             .map_err(backend(format!("renew leases in queue `{queue}`")))?;
         for (id, code) in ids.iter().zip(codes) {
             match code {
-                0 => report.lost.push((*id).clone()),
+                0 => {
+                    self.forget_claims([(id.as_str(), owner)]);
+                    report.lost.push((*id).clone());
+                }
                 2 => report.cancel_requested.push((*id).clone()),
                 _ => {}
             }
@@ -942,21 +1055,54 @@ impl RedisStore {
     ) -> StoreResult<Vec<String>> {
         let keys = self.keys(queue);
         let mut invocation = self.invocation(&SCRIPTS.settle, &keys, now);
-        for settlement in batch {
-            let (action, at, text, record) = settle_args(settlement)?;
-            invocation
-                .key(keys.job(&settlement.id))
-                .arg(&settlement.id)
-                .arg(&settlement.owner)
-                .arg(action)
-                .arg(at)
-                .arg(text)
-                .arg(record);
+        {
+            let claims = lock(&self.inner.claims);
+            for settlement in batch {
+                let (action, at, text, record) = settle_args(settlement)?;
+                let outcome = match &settlement.action {
+                    SettleAction::Succeed { .. } => Some(Ok(&text[..])),
+                    SettleAction::Fail { .. } => Some(Err(&text[..])),
+                    _ => None,
+                };
+                let claimed = claims.get(&settlement.id).filter(|claimed| {
+                    claimed.owner == settlement.owner
+                        && claimed.record.len() <= HOST_SETTLE_MAX_RECORD
+                });
+                let settled = claimed.zip(outcome).and_then(|(claimed, outcome)| {
+                    let (new, unique_key) = settled_record(claimed, outcome, &record, now)?;
+                    Some((&claimed.record[..], new, unique_key.unwrap_or_default()))
+                });
+                let (claimed, new, unique_key) = settled.unwrap_or_default();
+                invocation
+                    .key(keys.job(&settlement.id))
+                    .arg(&settlement.id)
+                    .arg(&settlement.owner)
+                    .arg(action)
+                    .arg(at)
+                    .arg(text)
+                    .arg(record)
+                    .arg(claimed)
+                    .arg(new)
+                    .arg(unique_key);
+            }
         }
-        invocation
+        let stale = invocation
             .invoke_async(&mut self.conn())
             .await
-            .map_err(backend(format!("settle jobs in queue `{queue}`")))
+            .map_err(backend(format!("settle jobs in queue `{queue}`")))?;
+        self.forget_claims(batch.iter().map(|s| (s.id.as_str(), s.owner.as_str())));
+        Ok(stale)
+    }
+
+    /// Drops what this handle kept of jobs that `owner` no longer holds, given as
+    /// `(id, owner)`; a later claim of the same job under another owner stays.
+    fn forget_claims<'a>(&self, held: impl IntoIterator<Item = (&'a str, &'a str)>) {
+        let mut claims = lock(&self.inner.claims);
+        for (id, owner) in held {
+            if claims.get(id).is_some_and(|claimed| claimed.owner == owner) {
+                claims.remove(id);
+            }
+        }
     }
 
     /// Runs the reaper on one queue until it has nothing more to move.
@@ -1170,7 +1316,15 @@ impl JobStore for RedisStore {
                 expires_at: now + lease,
             };
             match Record::parse(&record).and_then(|record| record.job(Some(claim))) {
-                Ok(job) => jobs.push(job),
+                Ok(job) => {
+                    let claimed = Claimed {
+                        owner: owner.to_owned(),
+                        claimed_at: now,
+                        record,
+                    };
+                    lock(&self.inner.claims).insert(id, claimed);
+                    jobs.push(job);
+                }
                 Err(reason) => self.quarantine(queue, &id, &reason, now).await,
             }
         }

@@ -1,17 +1,21 @@
 -- settle.lua: applies a batch of settlements to jobs of one queue, in one step.
 -- KEYS: the queue's ten keys (see lib.lua), then [11..] one job key per settlement.
--- ARGV: [1..4] prefix, queue, now, wake channel (see lib.lua), then 6 per settlement:
+-- ARGV: [1..4] prefix, queue, now, wake channel (see lib.lua), then 9 per settlement:
 --       id, lease owner, action (succeed | retry | fail | cancel | release),
 --       at (ms; retry and release, else ''), text (result bytes for succeed, error for
---       retry and fail, else ''), attempt record as JSON ('' for none; ignored for release).
+--       retry and fail, else ''), attempt record as JSON ('' for none; ignored for release),
+--       then, for a succeed or fail by the handle that claimed the job ('' otherwise): the
+--       record as claimed, the record as settled, the job's unique key ('' for none).
 -- Returns: the ids not applied because the job is not active under that owner (stale).
 -- Publishes on the wake channel when a job went back to waiting or scheduled.
 -- Retry becomes fail when no attempts are left; retry and release become cancel when a
 -- cancel was requested. Release takes the attempt back (the record keeps its count).
 -- Ownership is one HMGET of `leases` for the batch; the records are read with one MGET and
--- written with one MSET.
+-- written with one MSET. A settled record from the caller is written as it is when the
+-- stored record is still the one claimed (nothing, such as progress or a cancel request,
+-- changed it since); otherwise the script decodes the record and settles it itself.
 
-local WIDTH = 6
+local WIDTH = 9
 local n = (#ARGV - 4) / WIDTH
 local ACTIONS = { succeed = true, retry = true, fail = true, cancel = true, release = true }
 local ids = {}
@@ -34,8 +38,19 @@ for i = 0, n - 1 do
   local id, owner, action = ARGV[a], ARGV[a + 1], ARGV[a + 2]
   local at, text, record = tonumber(ARGV[a + 3]), ARGV[a + 4], ARGV[a + 5]
   local claimed_at, holder = lease_parts(held[i + 1])
-  local job = nil
-  if holder == owner and not settled[id] then
+  local as_claimed, as_settled, unique = ARGV[a + 6], ARGV[a + 7], ARGV[a + 8]
+  local job, fast = nil, false
+  if holder == owner and not settled[id] and as_settled ~= '' and raws[i + 1] == as_claimed then
+    settled[id], fast = true, true
+    local records = moves.records
+    records[#records + 1], records[#records + 2] = KEYS[11 + i], as_settled
+    zrem(moves, K_ACTIVE, id)
+    zrem(moves, K_LEASES, id)
+    zadd(moves, action == 'succeed' and K_SUCCEEDED or K_FAILED, NOW, id)
+    if unique ~= '' then
+      release_unique({ unique_key = unique }, id)
+    end
+  elseif holder == owner and not settled[id] then
     local ok, decoded = pcall(cmsgpack.unpack, raws[i + 1] or '')
     job = ok and type(decoded) == 'table' and decoded or nil
     if not job then
@@ -49,7 +64,9 @@ for i = 0, n - 1 do
       end
     end
   end
-  if not job then
+  if fast then
+    -- Settled above with the caller's record.
+  elseif not job then
     -- Not held, or settled earlier in this batch (its writes are still pending).
     table.insert(stale, id)
   else
