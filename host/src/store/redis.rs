@@ -1309,6 +1309,7 @@ impl JobStore for RedisStore {
             .map_err(backend(format!("claim jobs from queue `{queue}`")))?;
         log_report(queue, &report);
         let mut jobs = Vec::with_capacity(claimed.len());
+        let mut kept = Vec::with_capacity(claimed.len());
         for (id, record) in claimed {
             let claim = Claim {
                 owner: owner.to_owned(),
@@ -1322,12 +1323,13 @@ impl JobStore for RedisStore {
                         claimed_at: now,
                         record,
                     };
-                    lock(&self.inner.claims).insert(id, claimed);
+                    kept.push((id, claimed));
                     jobs.push(job);
                 }
                 Err(reason) => self.quarantine(queue, &id, &reason, now).await,
             }
         }
+        lock(&self.inner.claims).extend(kept);
         Ok(jobs)
     }
 

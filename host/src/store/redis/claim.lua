@@ -32,11 +32,10 @@ while #claimed < max do
   end
   local raws = redis.call('MGET', unpack(keys))
   for i, id in ipairs(ids) do
-    local raw = raws[i]
-    local ok, job = pcall(cmsgpack.unpack, raw or '')
-    if raw and ok and type(job) == 'table' and job.state == 'waiting' and job.id == id
-      and job.queue == QUEUE and int_in(job.attempts, INT_FIELDS.attempts) then
-      claimed[#claimed + 1] = { id, raw }
+    local job = decode(raws[i])
+    if job and job.state == 'waiting' and job.id == id and job.queue == QUEUE
+      and int_in(job.attempts, INT_FIELDS.attempts) then
+      claimed[#claimed + 1] = { id, raws[i] }
       active[#active + 1] = expires
       active[#active + 1] = id
       leases[#leases + 1] = id

@@ -62,6 +62,16 @@ local function lease_parts(value)
   return tonumber(at), owner
 end
 
+-- The record table a string holds, or nil when `raw` is not a string holding a MessagePack
+-- map (MGET gives false for a missing key or one of another type).
+local function decode(raw)
+  if type(raw) ~= 'string' then
+    return nil
+  end
+  local ok, job = pcall(cmsgpack.unpack, raw)
+  return ok and type(job) == 'table' and job or nil
+end
+
 -- Reads job `id`'s record. Returns the record table, or nil and why not: 'none' (no key),
 -- the key's type when it is not a string, or 'undecodable'.
 local function load(id)
@@ -72,8 +82,8 @@ local function load(id)
   if not raw then
     return nil, 'none'
   end
-  local ok, job = pcall(cmsgpack.unpack, raw)
-  if not ok or type(job) ~= 'table' then
+  local job = decode(raw)
+  if not job then
     return nil, 'undecodable'
   end
   return job
@@ -105,10 +115,10 @@ local function pending(lists, key)
   return args
 end
 
--- Deferred writes: set changes and records collected by a batch script, applied by
--- `flush_moves` with one command per set and one MSET for the records.
+-- Deferred writes: set changes, ended leases and records collected by a batch script,
+-- applied by `flush_moves` with one command per set and one MSET for the records.
 local function new_moves()
-  return { add = {}, rem = {}, records = {} }
+  return { add = {}, unleased = {}, records = {} }
 end
 
 -- Adds `id` with `score` to the sorted set `key` now, or, given `moves`, at `flush_moves`.
@@ -122,14 +132,15 @@ local function zadd(moves, key, score, id)
   args[n + 1], args[n + 2] = score, id
 end
 
--- Removes `id` from the sorted set `key` now, or at `flush_moves`.
-local function zrem(moves, key, id)
+-- Ends job `id`'s lease (its `active` and `leases` entries) now, or at `flush_moves`.
+local function unlease(moves, id)
   if not moves then
-    redis.call('ZREM', key, id)
+    redis.call('ZREM', K_ACTIVE, id)
+    redis.call('HDEL', K_LEASES, id)
     return
   end
-  local args = pending(moves.rem, key)
-  args[#args + 1] = id
+  local ids = moves.unleased
+  ids[#ids + 1] = id
 end
 
 -- Writes job `id`'s record now, or at `flush_moves`.
@@ -143,8 +154,7 @@ local function save(moves, id, job)
   records[n + 1], records[n + 2] = job_key(id), cmsgpack.pack(job)
 end
 
--- Applies deferred writes, removals first, a few thousand arguments per command. The
--- `leases` hash is a removal target like the sets (HDEL instead of ZREM).
+-- Applies deferred writes, removals first, a few thousand arguments per command.
 local function flush_moves(moves)
   local CHUNK = 4000
   local function each_chunk(command, key, args)
@@ -152,9 +162,8 @@ local function flush_moves(moves)
       redis.call(command, key, unpack(args, first, math.min(first + CHUNK - 1, #args)))
     end
   end
-  for key, ids in pairs(moves.rem) do
-    each_chunk(key == K_LEASES and 'HDEL' or 'ZREM', key, ids)
-  end
+  each_chunk('ZREM', K_ACTIVE, moves.unleased)
+  each_chunk('HDEL', K_LEASES, moves.unleased)
   local records = moves.records
   for first = 1, #records, CHUNK do
     redis.call('MSET', unpack(records, first, math.min(first + CHUNK - 1, #records)))
@@ -261,10 +270,10 @@ end
 -- Removes a job id from every state set and the leases (its waiting member is rebuilt from
 -- the record's run_at, when it has one).
 local function unlist(id, job)
-  for _, key in ipairs({ K_SCHEDULED, K_ACTIVE, K_SUCCEEDED, K_FAILED, K_CANCELLED }) do
+  for _, key in ipairs({ K_SCHEDULED, K_SUCCEEDED, K_FAILED, K_CANCELLED }) do
     redis.call('ZREM', key, id)
   end
-  redis.call('HDEL', K_LEASES, id)
+  unlease(nil, id)
   if job and int_in(job.run_at, INT_FIELDS.run_at) then
     redis.call('ZREM', K_WAITING, ready_member(job.run_at, id))
   end
@@ -379,16 +388,9 @@ end
 
 local DONE_SETS = { succeeded = K_SUCCEEDED, failed = K_FAILED, cancelled = K_CANCELLED }
 
--- Ends a claim of job `id`: the record gets the attempt count `attempts` and the claim's
--- owner and start, and the lease is unlisted. `moves` defers the writes (see `zadd`).
-local function end_claim(moves, id, job, attempts, owner, claimed_at)
+-- Writes a claim's end into its record: the attempt count and the claim's owner and start.
+local function end_claim(job, attempts, owner, claimed_at)
   job.attempts, job.lease_owner, job.claimed_at = attempts, owner, claimed_at
-  zrem(moves, K_ACTIVE, id)
-  if moves then
-    zrem(moves, K_LEASES, id)
-  else
-    redis.call('HDEL', K_LEASES, id)
-  end
 end
 
 -- Finishes job `id` in `state` (succeeded, failed or cancelled) with `result` and `err`

@@ -15,8 +15,7 @@ local expired = redis.call('ZRANGEBYSCORE', K_ACTIVE, '-inf', '(' .. NOW_TEXT, '
 for i = 1, #expired, 2 do
   local id, expires_at = expired[i], tonumber(expired[i + 1])
   local claimed_at, owner = lease_parts(redis.call('HGET', K_LEASES, id))
-  redis.call('ZREM', K_ACTIVE, id)
-  redis.call('HDEL', K_LEASES, id)
+  unlease(nil, id)
   -- A claimed job's record says waiting; one without a lease was listed by mistake.
   local job = claimed_at and take(id, 'active', 'waiting', report)
   if job then
@@ -28,7 +27,7 @@ for i = 1, #expired, 2 do
       .. cjson.encode(message) .. ',"wall_ms":' .. int(math.max(0, NOW - claimed_at))
       .. ',"fuel":null}'
     local history = appended(job.history, record)
-    end_claim(nil, id, job, attempts, owner, claimed_at)
+    end_claim(job, attempts, owner, claimed_at)
     if job.cancel_requested then
       finish(nil, id, job, 'cancelled', nil, nil, history)
     elseif attempts >= job.max_attempts then

@@ -19,8 +19,8 @@ for i, id in ipairs(ids) do
   if holder == owner then
     renewed[#renewed + 1] = expires
     renewed[#renewed + 1] = id
-    local ok, job = pcall(cmsgpack.unpack, raws[i] or '')
-    code = ok and type(job) == 'table' and job.cancel_requested == true and 2 or 1
+    local job = decode(raws[i])
+    code = job and job.cancel_requested == true and 2 or 1
   end
   codes[i] = code
 end

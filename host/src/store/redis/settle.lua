@@ -39,20 +39,20 @@ for i = 0, n - 1 do
   local at, text, record = tonumber(ARGV[a + 3]), ARGV[a + 4], ARGV[a + 5]
   local claimed_at, holder = lease_parts(held[i + 1])
   local as_claimed, as_settled, unique = ARGV[a + 6], ARGV[a + 7], ARGV[a + 8]
-  local job, fast = nil, false
-  if holder == owner and not settled[id] and as_settled ~= '' and raws[i + 1] == as_claimed then
-    settled[id], fast = true, true
+  -- Held by `owner`, and not settled earlier in this batch (its writes are still pending).
+  local holds = holder == owner and not settled[id]
+  local job, fast = nil, holds and as_settled ~= '' and raws[i + 1] == as_claimed
+  if fast then
+    settled[id] = true
     local records = moves.records
     records[#records + 1], records[#records + 2] = KEYS[11 + i], as_settled
-    zrem(moves, K_ACTIVE, id)
-    zrem(moves, K_LEASES, id)
+    unlease(moves, id)
     zadd(moves, action == 'succeed' and K_SUCCEEDED or K_FAILED, NOW, id)
     if unique ~= '' then
       release_unique({ unique_key = unique }, id)
     end
-  elseif holder == owner and not settled[id] then
-    local ok, decoded = pcall(cmsgpack.unpack, raws[i + 1] or '')
-    job = ok and type(decoded) == 'table' and decoded or nil
+  elseif holds then
+    job = decode(raws[i + 1])
     if not job then
       -- Leased, but the record is gone or unreadable: unlist the lease, and move a value
       -- aside rather than settle it.
@@ -67,7 +67,6 @@ for i = 0, n - 1 do
   if fast then
     -- Settled above with the caller's record.
   elseif not job then
-    -- Not held, or settled earlier in this batch (its writes are still pending).
     table.insert(stale, id)
   else
     settled[id] = true
@@ -76,7 +75,8 @@ for i = 0, n - 1 do
     if action ~= 'release' and record ~= '' then
       history = appended(type(job.history) == 'string' and job.history or nil, record)
     end
-    end_claim(moves, id, job, attempts, owner, claimed_at)
+    end_claim(job, attempts, owner, claimed_at)
+    unlease(moves, id)
     if action == 'succeed' then
       finish(moves, id, job, 'succeeded', text, nil, history)
     elseif action == 'fail' or (action == 'retry' and not job.cancel_requested
