@@ -289,6 +289,32 @@ async fn settles_alike_by_either_handle() {
     }
 }
 
+/// A success that keeps nothing deletes the job key and every entry of the job, and releases
+/// its unique key, whether the handle that claimed the job settles it or another one does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletes_alike_by_either_handle() {
+    let server = RedisServer::start();
+    let target = RedisTarget::server(server.url()).with_namespace(namespace());
+    let claimer = open(target.clone()).await;
+    let other = open(target).await;
+    for (queue, settler) in [("by-claimer", &claimer), ("by-other", &other)] {
+        let mut new = job(queue, "x");
+        new.unique_key = Some("key".to_owned());
+        let id = claimer.enqueue(vec![new.clone()], T0).await.unwrap()[0]
+            .id
+            .clone();
+        let claimed = claimer.claim(queue, 1, "w", LEASE, T0).await.unwrap();
+        let done = settlement(&claimed[0], "w", SettleAction::SucceedAndDelete, at(1));
+        assert!(settler.settle(vec![done], at(1)).await.unwrap().is_empty());
+        assert!(other.get(&id).await.unwrap().is_none(), "{queue}");
+        let key_tag = format!("{{q:{queue}}}");
+        let left = server.cli(&["KEYS", &format!("*{key_tag}*")]);
+        assert_eq!(left.trim(), "", "{queue}: no key of the queue is left");
+        let again = claimer.enqueue(vec![new], at(2)).await.unwrap();
+        assert!(!again[0].existing, "{queue}: the unique key was released");
+    }
+}
+
 /// The `leases` hash holds the claim time and the lease owner; colons in the queue (`a:b`)
 /// or the owner (`host:7:slot`) neither hide a job from `list` nor confuse the reaper.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

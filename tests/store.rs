@@ -84,7 +84,8 @@ macro_rules! conformance {
             delayed_jobs_wait_for_run_at, claim_respects_max_and_queue, lease_renewal,
             expired_lease_is_recovered, expired_last_attempt_fails, settle_succeed,
             settle_retry_then_fail, settle_fail_and_cancel, settle_release_uncounts,
-            stale_settlement_is_not_applied, settled_twice_in_one_batch, unique_keys,
+            stale_settlement_is_not_applied, settled_twice_in_one_batch,
+            succeed_and_delete_keeps_nothing, unique_keys,
             pause_and_resume, clear_queue,
             retry_failed_one_and_all, cancel_by_state, list_pages_and_filters, counts_per_queue,
             prune_by_count_and_age, progress_is_visible, recover_promotes_due_jobs,
@@ -444,6 +445,55 @@ pub mod cases {
         assert_eq!(job.state, JobState::Succeeded);
         assert_eq!(job.result.as_deref(), Some(&b"first"[..]));
         assert_eq!((job.error, job.history.len()), (None, 1));
+    }
+
+    pub async fn succeed_and_delete_keeps_nothing<S: JobStore>(store: &S) {
+        let mut unique = job("q", "b");
+        unique.unique_key = Some("report-7".to_owned());
+        store
+            .enqueue(vec![job("q", "a"), unique.clone(), job("q", "c")], T0)
+            .await
+            .unwrap();
+        let claimed = store.claim("q", 3, "w", LEASE, T0).await.unwrap();
+        let [a, b, c] = &claimed[..] else {
+            panic!("claimed {claimed:?}")
+        };
+        let delete = |job, owner| settlement(job, owner, SettleAction::SucceedAndDelete, at(1));
+        let mut stale = store
+            .settle(
+                vec![
+                    delete(a, "w"),
+                    delete(b, "w"),
+                    delete(c, "x"),
+                    delete(a, "w"),
+                ],
+                at(1),
+            )
+            .await
+            .unwrap();
+        stale.sort();
+        let mut expected = [a.id.as_str(), c.id.as_str()];
+        expected.sort();
+        assert_eq!(stale, expected, "c is not x's; a went once");
+        assert!(store.get(&a.id).await.unwrap().is_none());
+        assert!(store.get(&b.id).await.unwrap().is_none());
+        let kept = store.get(&c.id).await.unwrap().unwrap();
+        assert_eq!(kept.state, JobState::Active);
+        let counts = &store.counts().await.unwrap()[0];
+        assert_eq!((counts.active, counts.succeeded), (1, 0));
+        let listed = store
+            .list(ListFilter::default(), Page::default())
+            .await
+            .unwrap();
+        let ids: Vec<_> = listed.iter().map(|j| j.id.as_str()).collect();
+        assert_eq!(ids, [c.id.as_str()]);
+        let again = store.enqueue(vec![unique], at(2)).await.unwrap();
+        assert!(
+            !again[0].existing,
+            "the deleted job's unique key was released"
+        );
+        let stale = store.settle(vec![delete(a, "w")], at(3)).await.unwrap();
+        assert_eq!(stale, [a.id.as_str()], "a deleted job is not settled again");
     }
 
     pub async fn stale_settlement_is_not_applied<S: JobStore>(store: &S) {

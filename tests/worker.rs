@@ -168,6 +168,34 @@ async fn retries_back_off_exponentially_then_the_job_dies() {
     host.stop().await;
 }
 
+/// With a succeeded retention of 0, a job is deleted as it succeeds: it is never seen
+/// succeeded, while a failed job is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_nobody_keeps_is_deleted_as_it_succeeds() {
+    let config = "[defaults]\nmax_attempts = 1\nretention = { succeeded = { count = 0 } }\n";
+    let mut host = TestHost::start(&["flaky"], config).await;
+    let fails = host.enqueue("flaky", json!({"fail_times": 1})).await;
+    let succeeds = host.enqueue("flaky", json!({"fail_times": 0})).await;
+    host.until_state(&fails, JobState::Failed).await;
+    let mut seen = Vec::new();
+    for _ in 0..600 {
+        match host.store.get(&succeeds).await.unwrap() {
+            Some(job) => seen.push(job.state),
+            None => break,
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    seen.dedup();
+    assert!(
+        host.store.get(&succeeds).await.unwrap().is_none(),
+        "{seen:?}"
+    );
+    assert!(!seen.contains(&JobState::Succeeded), "{seen:?}");
+    let counts = &host.store.counts().await.unwrap()[0];
+    assert_eq!((counts.succeeded, counts.failed), (0, 1));
+    host.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handler_may_ask_for_a_longer_delay() {
     let mut host = TestHost::start(&["flaky"], NO_JITTER).await;

@@ -3,6 +3,9 @@
 //! on the idle host with jobs sent one at a time. Follows the whole-run protocol of
 //! `bench/run.py` (`KILN_BENCH_CMD`): reads `BENCH_REDIS_URL`, `BENCH_JOBS`, `BENCH_LAT_JOBS`,
 //! `BENCH_GAP_MS`, `BENCH_TIMEOUT_S`, writes a JSON row to `BENCH_OUT`.
+//! `KILN_BENCH_KEEP` is how many succeeded jobs the host keeps (default 0, so each job is
+//! deleted as it succeeds, as BullMQ's workers do with `removeOnComplete: true`);
+//! `KILN_BENCH_CONCURRENCY` its concurrency (default 64).
 //!
 //! Run alone: `BENCH_REDIS_URL=redis://127.0.0.1:6379 BENCH_OUT=/tmp/kiln.json cargo bench -p kiln --bench redis`.
 
@@ -58,6 +61,7 @@ async fn run() -> serde_json::Value {
     let gap = Duration::from_millis(env_or("BENCH_GAP_MS", 5));
     let timeout = Duration::from_secs(env_or("BENCH_TIMEOUT_S", 600));
     let concurrency: usize = env_or("KILN_BENCH_CONCURRENCY", 64);
+    let keep: u64 = env_or("KILN_BENCH_KEEP", 0);
     let store = Arc::new(
         AnyStore::open_redis(RedisTarget::server(url.clone()))
             .await
@@ -80,7 +84,7 @@ async fn run() -> serde_json::Value {
         dir: _dir,
         config,
         registry,
-    } = common::echo_host(concurrency, &store_toml, 10_000_000).await;
+    } = common::echo_host(concurrency, &store_toml, keep).await;
     let starts = Arc::new(Starts::default());
     let hook = starts.clone();
     let worker = Worker::new(store.clone(), registry, config, Arc::new(SystemClock))
@@ -135,7 +139,9 @@ async fn run() -> serde_json::Value {
         "lat_p50_ms": at(0.5),
         "lat_p99_ms": at(0.99),
         "lat_processed": latencies.len(),
-        "config": format!("1 host process, concurrency {concurrency}"),
+        "config": format!(
+            "1 host process, concurrency {concurrency}, keeps {keep} succeeded jobs"
+        ),
     })
 }
 

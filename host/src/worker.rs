@@ -476,6 +476,9 @@ fn settle_attempt<S>(
             (SettleAction::Release { at: ended_at }, None)
         }
         (Outcome::Cancelled, _) => (SettleAction::Cancel, Some(record)),
+        (Outcome::Ok(_), _) if shared.config.default_retention.succeeded.keeps_none() => {
+            (SettleAction::SucceedAndDelete, None)
+        }
         (Outcome::Ok(result), _) => (
             SettleAction::Succeed {
                 result: result.clone(),

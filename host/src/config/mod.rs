@@ -251,6 +251,13 @@ pub struct Keep {
     pub age: Duration,
 }
 
+impl Keep {
+    /// Whether no finished job is kept at all (a count or an age of zero).
+    pub fn keeps_none(&self) -> bool {
+        self.count == 0 || self.age.is_zero()
+    }
+}
+
 /// Per-job keys set on one queue or handler table; `None` inherits.
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Overrides {

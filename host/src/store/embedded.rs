@@ -453,6 +453,8 @@ enum Transition {
         error: Option<String>,
         uncount: bool,
     },
+    /// Gone: it succeeded and no succeeded job is kept.
+    Delete,
 }
 
 /// What a held job looks like when a settlement or the reaper decides its fate.
@@ -476,6 +478,7 @@ impl Held {
                 result: Some(result),
                 error: None,
             },
+            SettleAction::SucceedAndDelete => Transition::Delete,
             SettleAction::Fail { error } => Transition::Finish {
                 state: JobState::Failed,
                 result: None,
@@ -563,6 +566,11 @@ fn apply(
                 owner
             ])?
         }
+        Transition::Delete => tx
+            .prepare_cached(
+                "DELETE FROM jobs WHERE id = ?1 AND state = 'active' AND lease_owner = ?2",
+            )?
+            .execute(params![id, owner])?,
     };
     Ok(changed > 0)
 }
@@ -623,7 +631,7 @@ fn settle_batch(
                 }
             }
         } else {
-            // Succeed, Fail and Cancel do not depend on the job's counters; `apply` checks
+            // Succeed, Fail, Cancel and deletes do not depend on the job's counters; `apply` checks
             // the lease, which saves a query per job on the hot path.
             Held::default()
         };

@@ -333,6 +333,9 @@ pub enum SettleAction {
         /// Handler output.
         result: Vec<u8>,
     },
+    /// Succeeded, and no succeeded job is kept (retention of 0): the job is deleted at once,
+    /// its unique key released, instead of being recorded as succeeded.
+    SucceedAndDelete,
     /// Run again at `at` (backoff). Becomes `Fail` if no attempts are left, and `Cancel` if
     /// a cancel was requested meanwhile.
     Retry {

@@ -780,6 +780,8 @@ struct Claimed {
     claimed_at: Timestamp,
     /// The record as the claim read it.
     record: Vec<u8>,
+    /// The job's unique key, which a settlement that deletes the job releases.
+    unique_key: Option<String>,
 }
 
 /// `history` (a JSON array) with one JSON attempt record appended, as `appended` in lib.lua
@@ -901,7 +903,9 @@ fn log_report(queue: &str, report: &[String]) {
 /// Settlement arguments for `settle.lua`: action, at, text, attempt JSON.
 fn settle_args(settlement: &Settlement) -> StoreResult<(&'static str, String, Vec<u8>, String)> {
     let record = match (&settlement.action, &settlement.attempt) {
-        (SettleAction::Release { .. }, _) | (_, None) => String::new(),
+        (SettleAction::Release { .. } | SettleAction::SucceedAndDelete, _) | (_, None) => {
+            String::new()
+        }
         (_, Some(record)) => serde_json::to_string(record).map_err(|e| StoreError::Corrupt {
             id: settlement.id.clone(),
             reason: format!("attempt record cannot be encoded: {e}"),
@@ -909,6 +913,7 @@ fn settle_args(settlement: &Settlement) -> StoreResult<(&'static str, String, Ve
     };
     let (action, at, text) = match &settlement.action {
         SettleAction::Succeed { result } => ("succeed", String::new(), result.clone()),
+        SettleAction::SucceedAndDelete => ("delete", String::new(), Vec::new()),
         SettleAction::Retry { at, error } => ("retry", at.0.to_string(), error.clone().into()),
         SettleAction::Fail { error } => ("fail", String::new(), error.clone().into()),
         SettleAction::Cancel => ("cancel", String::new(), Vec::new()),
@@ -1055,6 +1060,7 @@ impl RedisStore {
     ) -> StoreResult<Vec<String>> {
         let keys = self.keys(queue);
         let mut invocation = self.invocation(&SCRIPTS.settle, &keys, now);
+        let mut unique_keys = self.unique_keys_to_release(queue, batch).await?;
         {
             let claims = lock(&self.inner.claims);
             for settlement in batch {
@@ -1064,15 +1070,22 @@ impl RedisStore {
                     SettleAction::Fail { .. } => Some(Err(&text[..])),
                     _ => None,
                 };
-                let claimed = claims.get(&settlement.id).filter(|claimed| {
-                    claimed.owner == settlement.owner
-                        && claimed.record.len() <= HOST_SETTLE_MAX_RECORD
-                });
+                let held = claims
+                    .get(&settlement.id)
+                    .filter(|claimed| claimed.owner == settlement.owner);
+                let claimed = held.filter(|claimed| claimed.record.len() <= HOST_SETTLE_MAX_RECORD);
                 let settled = claimed.zip(outcome).and_then(|(claimed, outcome)| {
                     let (new, unique_key) = settled_record(claimed, outcome, &record, now)?;
                     Some((&claimed.record[..], new, unique_key.unwrap_or_default()))
                 });
-                let (claimed, new, unique_key) = settled.unwrap_or_default();
+                let (claimed, new, mut unique_key) = settled.unwrap_or_default();
+                if settlement.action == SettleAction::SucceedAndDelete {
+                    unique_key = match held {
+                        Some(claimed) => claimed.unique_key.clone(),
+                        None => unique_keys.remove(&settlement.id),
+                    }
+                    .unwrap_or_default();
+                }
                 invocation
                     .key(keys.job(&settlement.id))
                     .arg(&settlement.id)
@@ -1092,6 +1105,40 @@ impl RedisStore {
             .map_err(backend(format!("settle jobs in queue `{queue}`")))?;
         self.forget_claims(batch.iter().map(|s| (s.id.as_str(), s.owner.as_str())));
         Ok(stale)
+    }
+
+    /// The unique keys of the jobs `batch` deletes that this handle did not claim (it knows
+    /// the others'), read from Redis; a settlement that deletes a job releases its key. A
+    /// record that is missing or unreadable has none.
+    async fn unique_keys_to_release(
+        &self,
+        queue: &str,
+        batch: &[Settlement],
+    ) -> StoreResult<HashMap<String, String>> {
+        let unknown: Vec<&str> = {
+            let claims = lock(&self.inner.claims);
+            batch
+                .iter()
+                .filter(|s| s.action == SettleAction::SucceedAndDelete)
+                .filter(|s| claims.get(&s.id).is_none_or(|c| c.owner != s.owner))
+                .map(|s| s.id.as_str())
+                .collect()
+        };
+        if unknown.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let keys = self.keys(queue);
+        let records: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
+            .arg(unknown.iter().map(|id| keys.job(id)).collect::<Vec<_>>())
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend(format!("read jobs of queue `{queue}`")))?;
+        let unique_key = |bytes: &[u8]| Record::parse(bytes).ok()?.text_opt("unique_key").ok()?;
+        Ok(unknown
+            .into_iter()
+            .zip(records)
+            .filter_map(|(id, record)| Some((id.to_owned(), unique_key(&record?)?)))
+            .collect())
     }
 
     /// Drops what this handle kept of jobs that `owner` no longer holds, given as
@@ -1322,6 +1369,7 @@ impl JobStore for RedisStore {
                         owner: owner.to_owned(),
                         claimed_at: now,
                         record,
+                        unique_key: job.unique_key.clone(),
                     };
                     kept.push((id, claimed));
                     jobs.push(job);

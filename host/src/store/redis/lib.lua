@@ -115,10 +115,11 @@ local function pending(lists, key)
   return args
 end
 
--- Deferred writes: set changes, ended leases and records collected by a batch script,
--- applied by `flush_moves` with one command per set and one MSET for the records.
+-- Deferred writes: set changes, ended leases, records and deleted jobs collected by a batch
+-- script, applied by `flush_moves` with one command per set, one MSET for the records and
+-- one DEL for the deleted jobs.
 local function new_moves()
-  return { add = {}, unleased = {}, records = {} }
+  return { add = {}, unleased = {}, records = {}, dropped = {} }
 end
 
 -- Adds `id` with `score` to the sorted set `key` now, or, given `moves`, at `flush_moves`.
@@ -143,6 +144,12 @@ local function unlease(moves, id)
   ids[#ids + 1] = id
 end
 
+-- Deletes job `id` (its key and its `all` entry) at `flush_moves`; its lease is ended apart.
+local function drop(moves, id)
+  local ids = moves.dropped
+  ids[#ids + 1] = id
+end
+
 -- Writes job `id`'s record now, or at `flush_moves`.
 local function save(moves, id, job)
   if not moves then
@@ -154,20 +161,29 @@ local function save(moves, id, job)
   records[n + 1], records[n + 2] = job_key(id), cmsgpack.pack(job)
 end
 
--- Applies deferred writes, removals first, a few thousand arguments per command.
+-- Applies deferred writes, removals first, a few thousand arguments per command (an even
+-- number, so MSET's key-value pairs stay whole).
 local function flush_moves(moves)
   local CHUNK = 4000
   local function each_chunk(command, key, args)
     for first = 1, #args, CHUNK do
-      redis.call(command, key, unpack(args, first, math.min(first + CHUNK - 1, #args)))
+      local last = math.min(first + CHUNK - 1, #args)
+      if key then
+        redis.call(command, key, unpack(args, first, last))
+      else
+        redis.call(command, unpack(args, first, last))
+      end
     end
   end
   each_chunk('ZREM', K_ACTIVE, moves.unleased)
   each_chunk('HDEL', K_LEASES, moves.unleased)
-  local records = moves.records
-  for first = 1, #records, CHUNK do
-    redis.call('MSET', unpack(records, first, math.min(first + CHUNK - 1, #records)))
+  local dropped, keys = moves.dropped, {}
+  for i, id in ipairs(dropped) do
+    keys[i] = job_key(id)
   end
+  each_chunk('DEL', nil, keys)
+  each_chunk('ZREM', K_ALL, dropped)
+  each_chunk('MSET', nil, moves.records)
   for key, args in pairs(moves.add) do
     each_chunk('ZADD', key, args)
   end
