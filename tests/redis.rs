@@ -394,11 +394,13 @@ where
 
 /// Garbage planted in a queue by a foreign producer: an id in the waiting set without a
 /// record, a record missing fields, a record with a bad number, a string that is not a
-/// record, a hash where a record belongs, a record whose history holds no attempt records
-/// (the bad number and the history are caught when the host decodes the claimed job).
-/// Claims skip past all of them, each broken job becomes a failed job saying why (values
-/// that are not records, and records the host could not decode, are kept under `garbage:`
-/// keys), and the queue keeps working.
+/// record, a hash where a record belongs, a record whose history holds no attempt records,
+/// and two succeeded records listed as waiting, one of them with a payload holding the bytes
+/// of `state: 'waiting'` (the claim script does not decode records; the host does, and
+/// catches the broken ones it claimed). Claims skip past all of them, each broken job
+/// becomes a failed job saying why (values that are not records, and records the host
+/// could not decode, are kept under `garbage:` keys), a sound succeeded record only leaves
+/// the waiting set, and the queue keeps working.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_in_a_queue_is_moved_aside() {
     let server = server();
@@ -443,6 +445,20 @@ async fn garbage_in_a_queue_is_moved_aside() {
     let hash = plant("q/a-hash");
     server.cli(&["HSET", &hash, "handler", "echo", "state", "waiting"]);
     plant_bad("q/bad-history", "history", r#""[{\"x\":1}]""#);
+    let done = |id: &str, payload: &str| {
+        let record = serde_json::json!({
+            "id": id, "queue": "q", "handler": "echo", "payload": "", "priority": 0,
+            "state": "succeeded", "attempts": 1, "max_attempts": 3, "run_at": 0,
+            "cancel_requested": false, "created_at": 0, "updated_at": 0, "history": "[]",
+        });
+        let key = plant(id);
+        let script = "local r = cjson.decode(ARGV[1]); r.payload = ARGV[2]; \
+                      if ARGV[2] == 'marker' then r.payload = '\\165state\\167waiting' end; \
+                      redis.call('SET', KEYS[1], cmsgpack.pack(r))";
+        server.cli(&["EVAL", script, "1", &key, &record.to_string(), payload]);
+    };
+    done("q/succeeded", "plain");
+    done("q/succeeded-marker", "marker");
 
     let claimed = store.claim("q", 10, "w", LEASE, T0).await.unwrap();
     let ids: Vec<_> = claimed.iter().map(|j| j.id.as_str()).collect();
@@ -450,7 +466,11 @@ async fn garbage_in_a_queue_is_moved_aside() {
 
     assert!(store.get("q/no-record").await.unwrap().is_none());
     for (id, says) in [
-        ("q/missing-fields", "field `payload` is missing"),
+        ("q/missing-fields", "is missing"),
+        (
+            "q/succeeded-marker",
+            "listed as waiting but its record says `succeeded`",
+        ),
         ("q/bad-number", "field `priority` is not a valid integer"),
         ("q/a-string", "holds a string that is not a MessagePack map"),
         ("q/a-hash", "holds a hash, not a job record"),
@@ -467,10 +487,23 @@ async fn garbage_in_a_queue_is_moved_aside() {
     let aside = store.queue_key("q", "garbage:q/a-hash");
     assert_eq!(server.cli(&["HGET", &aside, "handler"]).trim(), "echo");
 
+    let sound = store.get("q/succeeded").await.unwrap().unwrap();
+    assert_eq!(
+        sound.state,
+        JobState::Succeeded,
+        "a sound record is only unlisted"
+    );
+    let aside = store.queue_key("q", "garbage:q/succeeded-marker");
+    let state = "return cmsgpack.unpack(redis.call('GET', KEYS[1])).state";
+    assert_eq!(
+        server.cli(&["EVAL", state, "1", &aside]).trim(),
+        "succeeded"
+    );
+
     let counts = store.counts().await.unwrap();
     assert_eq!(
         (counts[0].failed, counts[0].active, counts[0].waiting),
-        (5, 1, 0)
+        (6, 1, 0)
     );
     let kept = store.queue_key("q", "garbage:q/bad-history");
     let history = "return cmsgpack.unpack(redis.call('GET', KEYS[1])).history";
@@ -482,7 +515,7 @@ async fn garbage_in_a_queue_is_moved_aside() {
         queue: Some("q".to_owned()),
         state: Some(JobState::Failed),
     };
-    assert_eq!(store.list(failed, Page::default()).await.unwrap().len(), 5);
+    assert_eq!(store.list(failed, Page::default()).await.unwrap().len(), 6);
     store.enqueue(vec![job("q", "after")], at(1)).await.unwrap();
     let next = store.claim("q", 10, "w", LEASE, at(1)).await.unwrap();
     assert_eq!(next[0].payload, b"after", "the queue keeps working");

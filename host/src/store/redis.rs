@@ -614,6 +614,18 @@ struct Claim {
 }
 
 impl Claim {
+    /// Makes the record's `job` the active job it is under this claim: a claim does not
+    /// rewrite the record, so the attempt it runs is one more than the record says.
+    fn lay_over(self, job: &mut Job) {
+        job.state = JobState::Active;
+        job.attempts = job.attempts.saturating_add(1);
+        job.updated_at = job.updated_at.max(self.claimed_at);
+        job.lease = Some(Lease {
+            owner: self.owner,
+            expires_at: self.expires_at,
+        });
+    }
+
     /// From a `leases` value (`<claimed_at>:<owner>`) and the `active` score.
     fn parse(value: &[u8], expires_at: f64) -> Option<Self> {
         let value = std::str::from_utf8(value).ok()?;
@@ -760,16 +772,27 @@ impl<'a> Record<'a> {
         };
         // A claim leaves the record as it was: the job is active with one more attempt.
         if let Some(claim) = claim {
-            job.state = JobState::Active;
-            job.attempts = job.attempts.saturating_add(1);
-            job.updated_at = job.updated_at.max(claim.claimed_at);
-            job.lease = Some(Lease {
-                owner: claim.owner,
-                expires_at: claim.expires_at,
-            });
+            claim.lay_over(&mut job);
         }
         Ok(job)
     }
+}
+
+/// A record `claim.lua` claimed as the waiting job `id` of `queue`, as the job it now is, or
+/// why it is not one (the claim only looked for the bytes of `state: 'waiting'`).
+fn claimed_job(id: &str, queue: &str, bytes: &[u8], claim: Claim) -> Result<Job, String> {
+    let mut job = Record::parse(bytes)?.job(None)?;
+    if job.state != JobState::Waiting {
+        return Err(format!(
+            "listed as waiting but its record says `{}`",
+            job.state
+        ));
+    }
+    if job.id != id || job.queue != queue {
+        return Err("field `id` or `queue` does not match the key".to_owned());
+    }
+    claim.lay_over(&mut job);
+    Ok(job)
 }
 
 /// What a claim returned of one job, kept so settling it as succeeded or failed needs no
@@ -1363,7 +1386,7 @@ impl JobStore for RedisStore {
                 claimed_at: now,
                 expires_at: now + lease,
             };
-            match Record::parse(&record).and_then(|record| record.job(Some(claim))) {
+            match claimed_job(&id, queue, &record, claim) {
                 Ok(job) => {
                     let claimed = Claimed {
                         owner: owner.to_owned(),

@@ -8,9 +8,12 @@
 -- Due scheduled jobs are promoted to waiting first. A paused queue claims nothing.
 -- A claim lists each job in `active` (score: lease expiry) and `leases` (the claim time and
 -- owner); the host reads the job as active, with one more attempt than its record says.
--- A record is claimed when its id, queue, state and attempts look right; the host decodes
--- every field and moves aside one it cannot read.
+-- A record is claimed when it is a string holding the bytes of `state: 'waiting'` (no
+-- MessagePack is decoded here); the host decodes every claimed record and moves aside one
+-- that it cannot read or that is not a waiting job of this queue with this id.
 
+-- What every waiting record contains: the MessagePack strings `state` and `waiting`.
+local WAITING = '\165state\167waiting'
 local max, owner, expires = tonumber(ARGV[5]), ARGV[6], ARGV[7]
 local report, claimed, moves = {}, {}, new_moves()
 if redis.call('EXISTS', K_PAUSED) == 1 then
@@ -32,17 +35,15 @@ while #claimed < max do
   end
   local raws = redis.call('MGET', unpack(keys))
   for i, id in ipairs(ids) do
-    local job = decode(raws[i])
-    if job and job.state == 'waiting' and job.id == id and job.queue == QUEUE
-      and int_in(job.attempts, INT_FIELDS.attempts) then
-      claimed[#claimed + 1] = { id, raws[i] }
+    local raw = raws[i]
+    if type(raw) == 'string' and string.find(raw, WAITING, 1, true) then
+      claimed[#claimed + 1] = { id, raw }
       active[#active + 1] = expires
       active[#active + 1] = id
       leases[#leases + 1] = id
       leases[#leases + 1] = lease
     else
-      -- Missing, not a record, malformed or in another state: `take` says which and deals
-      -- with it.
+      -- Missing, not a string, or not waiting: `take` says which and deals with it.
       take(id, 'waiting', 'waiting', report)
     end
   end

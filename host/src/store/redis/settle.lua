@@ -4,9 +4,9 @@
 --       id, lease owner, action (succeed | delete | retry | fail | cancel | release),
 --       at (ms; retry and release, else ''), text (result bytes for succeed, error for
 --       retry and fail, else ''), attempt record as JSON ('' for none; ignored for release
---       and delete), then, for a succeed or fail by the handle that claimed the job ('' otherwise):
---       the record as claimed, the record as settled, the job's unique key ('' for none);
---       for a delete: '', '', the job's unique key ('' for none).
+--       and delete), then, for a succeed or fail by the handle that claimed the job
+--       ('' otherwise): the record as claimed, the record as settled, the job's unique key
+--       ('' for none); for a delete: '', '', the job's unique key ('' for none).
 -- Returns: the ids not applied because the job is not active under that owner (stale).
 -- Publishes on the wake channel when a job went back to waiting or scheduled.
 -- Delete is a success that keeps nothing: the job key and its set entries are deleted.
