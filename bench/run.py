@@ -274,28 +274,31 @@ def peers(args):
 #      (same keys as a row) to $BENCH_OUT.
 # With neither set, the Kiln row fails with "kiln redis benchmark not wired".
 # ---------------------------------------------------------------------------------------------
-def run_kiln(args, rep):
+def run_kiln(args, rep, name, concurrency):
+    """One Kiln run as `name`; its commands get KILN_BENCH_CONCURRENCY=`concurrency`."""
     produce, worker = os.environ.get("KILN_PRODUCE_CMD"), os.environ.get("KILN_WORKER_CMD")
     if produce and worker:
         n = int(os.environ.get("KILN_WORKERS", "1"))
         system = System(
-            name="Kiln", config=os.environ.get("KILN_CONFIG_NOTE", "redis store"),
+            name=name, config=os.environ.get("KILN_CONFIG_NOTE", "redis store"),
             produce=["bash", "-c", produce], workers=[["bash", "-c", worker]] * n,
             cwd=Path(os.environ.get("KILN_CWD", HERE.parent)),
+            env={"KILN_BENCH_CONCURRENCY": str(concurrency)},
         )
         return Runner(args, system, rep).run()
     if os.environ.get("KILN_BENCH_CMD"):
-        return run_kiln_whole(args, os.environ["KILN_BENCH_CMD"], rep)
+        return run_kiln_whole(args, os.environ["KILN_BENCH_CMD"], rep, name, concurrency)
     raise BenchError("kiln redis benchmark not wired")
 
 
-def run_kiln_whole(args, cmd, rep):
+def run_kiln_whole(args, cmd, rep, name, concurrency):
     redis_cli(args.port, "FLUSHALL")
-    out = Path(args.rundir) / f"kiln-result-{rep}.json"
+    out = Path(args.rundir) / f"kiln-result-{rep}-{concurrency}.json"
     env = dict(os.environ, BENCH_REDIS_PORT=str(args.port),
                BENCH_REDIS_URL=f"redis://127.0.0.1:{args.port}/0", BENCH_JOBS=str(args.jobs),
                BENCH_LAT_JOBS=str(args.lat_jobs), BENCH_GAP_MS=str(args.gap_ms),
-               BENCH_OUT=str(out), BENCH_TIMEOUT_S=str(args.timeout))
+               BENCH_OUT=str(out), BENCH_TIMEOUT_S=str(args.timeout),
+               KILN_BENCH_CONCURRENCY=str(concurrency))
     before = wait_for_idle(args.min_idle, args.idle_wait)
     try:
         proc = subprocess.run(["bash", "-c", cmd], cwd=HERE.parent, env=env,
@@ -305,7 +308,7 @@ def run_kiln_whole(args, cmd, rep):
     if proc.returncode != 0:
         raise BenchError(f"KILN_BENCH_CMD exited {proc.returncode}")
     row = json.loads(out.read_text())
-    row.setdefault("system", "Kiln")
+    row["system"] = name
     row.setdefault("config", os.environ.get("KILN_CONFIG_NOTE", "redis store"))
     row["cpu_idle_before"], row["cpu_idle_after"] = before, cpu_idle()
     return row
@@ -342,18 +345,23 @@ def table(rows, jobs):
 
 def ratios(rows):
     ok = [r for r in rows if "error" not in r]
-    kiln = next((r for r in ok if r["system"] == "Kiln"), None)
+
+    def fastest(system):
+        cands = [r for r in ok if r["system"].startswith(system)]
+        return max(cands, key=lambda r: r["drain_rate"] or 0) if cands else None
+
+    kiln = fastest("Kiln")
     if kiln is None:
         return "Kiln/BullMQ and Kiln/Celery: not computed (no Kiln numbers in this run)."
     out = ["| ratio | enqueue | processing | p50 latency (lower is better) | p99 latency |",
            "|---|---|---|---|---|"]
     for peer in ("BullMQ", "Celery"):
-        cands = [r for r in ok if r["system"].startswith(peer)]
-        if not cands:
+        best = fastest(peer)
+        if best is None:
             continue
-        best = max(cands, key=lambda r: r["drain_rate"] or 0)
         out.append(
-            f"| Kiln/{best['system']} | {kiln['enqueue_rate'] / best['enqueue_rate']:.2f}x "
+            f"| {kiln['system']}/{best['system']} "
+            f"| {kiln['enqueue_rate'] / best['enqueue_rate']:.2f}x "
             f"| {kiln['drain_rate'] / best['drain_rate']:.2f}x "
             f"| {kiln['lat_p50_ms'] / best['lat_p50_ms']:.2f}x "
             f"| {kiln['lat_p99_ms'] / best['lat_p99_ms']:.2f}x |")
@@ -407,6 +415,8 @@ def parse_args():
     p.add_argument("--systems", default="bullmq,celery,kiln")
     p.add_argument("--bullmq-concurrency", default="50,100",
                    type=lambda s: [int(x) for x in s.split(",")])
+    p.add_argument("--kiln-concurrency", default="64,128",
+                   type=lambda s: [int(x) for x in s.split(",")])
     p.add_argument("--repeat", type=int, default=1,
                    help="run all systems this many times, interleaved; the summary is the median")
     p.add_argument("--min-idle", type=float, default=0.0,
@@ -427,12 +437,13 @@ def run_once(args, rep):
         except BenchError as e:
             rows.append({"system": system.name, "config": system.config, "error": str(e)})
         print(f"   {rows[-1]}", file=sys.stderr, flush=True)
-    if "kiln" in wanted:
-        print(f"== [{rep}] Kiln", file=sys.stderr, flush=True)
+    for c in args.kiln_concurrency if "kiln" in wanted else []:
+        name = f"Kiln c={c}"
+        print(f"== [{rep}] {name}", file=sys.stderr, flush=True)
         try:
-            rows.append(rates(run_kiln(args, rep)))
+            rows.append(rates(run_kiln(args, rep, name, c)))
         except BenchError as e:
-            rows.append({"system": "Kiln", "config": "redis store", "error": str(e)})
+            rows.append({"system": name, "config": "redis store", "error": str(e)})
         print(f"   {rows[-1]}", file=sys.stderr, flush=True)
     for r in rows:
         r["rep"] = rep
