@@ -820,14 +820,14 @@ fn appended(history: &str, record: &str) -> Option<String> {
 
 /// The record of a claimed job once it succeeded (`result`) or failed (`error`), as
 /// `settle.lua` would write it: one more attempt, the attempt record appended, the claim's
-/// owner and start kept. Returns it with the job's unique key, or `None` when the claimed
-/// record cannot be read (the script then decides).
+/// owner and start kept. Returns `None` when the claimed record cannot be read (the script
+/// then decides).
 fn settled_record(
     claimed: &Claimed,
     outcome: Result<&[u8], &[u8]>,
     attempt: &str,
     now: Timestamp,
-) -> Option<(Vec<u8>, Option<String>)> {
+) -> Option<Vec<u8>> {
     const SET: [&str; 9] = [
         "state",
         "attempts",
@@ -843,7 +843,7 @@ fn settled_record(
     let mut cursor = raw;
     let pairs = rmp::decode::read_map_len(&mut cursor).ok()?;
     let mut kept: Vec<&[u8]> = Vec::new();
-    let (mut attempts, mut history, mut unique_key) = (None, None, None);
+    let (mut attempts, mut history) = (None, None);
     for _ in 0..pairs {
         let start = raw.len() - cursor.len();
         let key = rmpv::decode::read_value_ref(&mut cursor).ok()?;
@@ -855,7 +855,6 @@ fn settled_record(
         match (name, value) {
             ("attempts", ValueRef::Integer(n)) => attempts = n.as_i64(),
             ("history", ValueRef::String(text)) => history = text.into_str(),
-            ("unique_key", ValueRef::String(text)) => unique_key = text.into_str(),
             _ => {}
         }
         if !SET.contains(&name) {
@@ -896,7 +895,7 @@ fn settled_record(
         rmp::encode::write_str(&mut out, name).ok()?;
         rmp::encode::write_sint(&mut out, value).ok()?;
     }
-    Some((out, unique_key.map(str::to_owned)))
+    Some(out)
 }
 
 /// Decodes job `id`'s record, active under `claim` when claimed; a bad record is
@@ -1098,16 +1097,15 @@ impl RedisStore {
                     .filter(|claimed| claimed.owner == settlement.owner);
                 let claimed = held.filter(|claimed| claimed.record.len() <= HOST_SETTLE_MAX_RECORD);
                 let settled = claimed.zip(outcome).and_then(|(claimed, outcome)| {
-                    let (new, unique_key) = settled_record(claimed, outcome, &record, now)?;
-                    Some((&claimed.record[..], new, unique_key.unwrap_or_default()))
+                    let new = settled_record(claimed, outcome, &record, now)?;
+                    Some((&claimed.record[..], new, claimed.unique_key.clone()))
                 });
                 let (claimed, new, mut unique_key) = settled.unwrap_or_default();
                 if settlement.action == SettleAction::SucceedAndDelete {
                     unique_key = match held {
                         Some(claimed) => claimed.unique_key.clone(),
                         None => unique_keys.remove(&settlement.id),
-                    }
-                    .unwrap_or_default();
+                    };
                 }
                 invocation
                     .key(keys.job(&settlement.id))
@@ -1119,7 +1117,7 @@ impl RedisStore {
                     .arg(record)
                     .arg(claimed)
                     .arg(new)
-                    .arg(unique_key);
+                    .arg(unique_key.unwrap_or_default());
             }
         }
         let stale = invocation
