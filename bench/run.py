@@ -274,8 +274,9 @@ def peers(args):
 #      (same keys as a row) to $BENCH_OUT.
 # With neither set, the Kiln row fails with "kiln redis benchmark not wired".
 # ---------------------------------------------------------------------------------------------
-def run_kiln(args, rep, name, concurrency):
-    """One Kiln run as `name`; its commands get KILN_BENCH_CONCURRENCY=`concurrency`."""
+def run_kiln(args, rep, name, concurrency, threads):
+    """One Kiln run as `name`; its commands get KILN_BENCH_CONCURRENCY=`concurrency` and
+    KILN_BENCH_THREADS=`threads`."""
     produce, worker = os.environ.get("KILN_PRODUCE_CMD"), os.environ.get("KILN_WORKER_CMD")
     if produce and worker:
         n = int(os.environ.get("KILN_WORKERS", "1"))
@@ -283,22 +284,22 @@ def run_kiln(args, rep, name, concurrency):
             name=name, config=os.environ.get("KILN_CONFIG_NOTE", "redis store"),
             produce=["bash", "-c", produce], workers=[["bash", "-c", worker]] * n,
             cwd=Path(os.environ.get("KILN_CWD", HERE.parent)),
-            env={"KILN_BENCH_CONCURRENCY": str(concurrency)},
+            env={"KILN_BENCH_CONCURRENCY": str(concurrency), "KILN_BENCH_THREADS": str(threads)},
         )
         return Runner(args, system, rep).run()
     if os.environ.get("KILN_BENCH_CMD"):
-        return run_kiln_whole(args, os.environ["KILN_BENCH_CMD"], rep, name, concurrency)
+        return run_kiln_whole(args, os.environ["KILN_BENCH_CMD"], rep, name, concurrency, threads)
     raise BenchError("kiln redis benchmark not wired")
 
 
-def run_kiln_whole(args, cmd, rep, name, concurrency):
+def run_kiln_whole(args, cmd, rep, name, concurrency, threads):
     redis_cli(args.port, "FLUSHALL")
-    out = Path(args.rundir) / f"kiln-result-{rep}-{concurrency}.json"
+    out = Path(args.rundir) / f"kiln-result-{rep}-{threads}-{concurrency}.json"
     env = dict(os.environ, BENCH_REDIS_PORT=str(args.port),
                BENCH_REDIS_URL=f"redis://127.0.0.1:{args.port}/0", BENCH_JOBS=str(args.jobs),
                BENCH_LAT_JOBS=str(args.lat_jobs), BENCH_GAP_MS=str(args.gap_ms),
                BENCH_OUT=str(out), BENCH_TIMEOUT_S=str(args.timeout),
-               KILN_BENCH_CONCURRENCY=str(concurrency))
+               KILN_BENCH_CONCURRENCY=str(concurrency), KILN_BENCH_THREADS=str(threads))
     before = wait_for_idle(args.min_idle, args.idle_wait)
     try:
         proc = subprocess.run(["bash", "-c", cmd], cwd=HERE.parent, env=env,
@@ -417,6 +418,9 @@ def parse_args():
                    type=lambda s: [int(x) for x in s.split(",")])
     p.add_argument("--kiln-concurrency", default="64,128",
                    type=lambda s: [int(x) for x in s.split(",")])
+    p.add_argument("--kiln-threads", default="1,2",
+                   type=lambda s: [int(x) for x in s.split(",")],
+                   help="Kiln runs with each host.threads at each --kiln-concurrency")
     p.add_argument("--repeat", type=int, default=1,
                    help="run all systems this many times, interleaved; the summary is the median")
     p.add_argument("--min-idle", type=float, default=0.0,
@@ -437,11 +441,12 @@ def run_once(args, rep):
         except BenchError as e:
             rows.append({"system": system.name, "config": system.config, "error": str(e)})
         print(f"   {rows[-1]}", file=sys.stderr, flush=True)
-    for c in args.kiln_concurrency if "kiln" in wanted else []:
-        name = f"Kiln c={c}"
+    kiln = [(t, c) for t in args.kiln_threads for c in args.kiln_concurrency]
+    for t, c in kiln if "kiln" in wanted else []:
+        name = f"Kiln t={t} c={c}"
         print(f"== [{rep}] {name}", file=sys.stderr, flush=True)
         try:
-            rows.append(rates(run_kiln(args, rep, name, c)))
+            rows.append(rates(run_kiln(args, rep, name, c, t)))
         except BenchError as e:
             rows.append({"system": name, "config": "redis store", "error": str(e)})
         print(f"   {rows[-1]}", file=sys.stderr, flush=True)

@@ -205,7 +205,8 @@ fn a_bad_config_exits_2_naming_key_and_line() {
 
 #[test]
 fn the_cli_and_a_running_host_share_one_store() {
-    let project = Project::new(&["echo", "panic", "progress"], "");
+    // One thread runs the host's jobs, their progress and the store I/O alike.
+    let project = Project::new(&["echo", "panic", "progress"], "threads = 1");
     let host = project.host();
 
     let out = project.run(&["enqueue", "echo", "--payload", r#"{"a":1}"#, "--wait"]);

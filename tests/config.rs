@@ -83,6 +83,7 @@ fn repo_config_loads() {
 fn empty_file_has_defaults() {
     let config = parse("").unwrap();
     assert_eq!(config.host.concurrency, 16);
+    assert_eq!(config.host.threads, None, "one thread per CPU");
     assert_eq!(config.host.handlers_dir, Path::new("/etc/kiln/handlers"));
     assert_eq!(config.host.lease, secs(30));
     assert_eq!(config.host.shutdown_grace, secs(10));
@@ -254,6 +255,13 @@ fn out_of_range_values() {
         2,
         "less than 1",
     );
+    assert_rejected("[host]\nthreads = 0\n", "host.threads", 2, "less than 1");
+    assert_rejected(
+        "[host]\nthreads = 5000\n",
+        "host.threads",
+        2,
+        "5000 is more than 1024",
+    );
     assert_rejected(
         "[defaults]\nmax_attempts = 0\n",
         "defaults.max_attempts",
@@ -372,6 +380,7 @@ fn env_overrides_apply() {
         "[host]\nconcurrency = 16\n[queues.default]\nconcurrency = 8\n[handlers.resize-image]\n";
     let vars = env(&[
         ("KILN_HOST__CONCURRENCY", "4"),
+        ("KILN_HOST__THREADS", "1"),
         ("KILN_QUEUES__DEFAULT__CONCURRENCY", "2"),
         ("KILN_QUEUES__SLOW__PAUSED", "true"),
         ("KILN_STORE__URL", "redis://127.0.0.1:6379"),
@@ -382,6 +391,7 @@ fn env_overrides_apply() {
     ]);
     let config = Config::from_toml_str(text, Path::new(ORIGIN), vars).unwrap();
     assert_eq!(config.host.concurrency, 4);
+    assert_eq!(config.host.threads, Some(1));
     assert_eq!(config.queues["default"].concurrency, 2);
     assert!(config.queues["slow"].paused);
     assert_eq!(

@@ -5,7 +5,8 @@
 //! `BENCH_GAP_MS`, `BENCH_TIMEOUT_S`, writes a JSON row to `BENCH_OUT`.
 //! `KILN_BENCH_KEEP` is how many succeeded jobs the host keeps (default 0, so each job is
 //! deleted as it succeeds, as BullMQ's workers do with `removeOnComplete: true`);
-//! `KILN_BENCH_CONCURRENCY` its concurrency (default 64).
+//! `KILN_BENCH_CONCURRENCY` its concurrency (default 64) and `KILN_BENCH_THREADS` its
+//! `host.threads` (default: one per CPU, as `kiln run`).
 //!
 //! Run alone: `BENCH_REDIS_URL=redis://127.0.0.1:6379 BENCH_OUT=/tmp/kiln.json cargo bench -p kiln --bench redis`.
 
@@ -62,6 +63,7 @@ async fn run() -> serde_json::Value {
     let timeout = Duration::from_secs(env_or("BENCH_TIMEOUT_S", 600));
     let concurrency: usize = env_or("KILN_BENCH_CONCURRENCY", 64);
     let keep: u64 = env_or("KILN_BENCH_KEEP", 0);
+    let threads = threads().map_or("one per CPU".to_owned(), |n| n.to_string());
     let store = Arc::new(
         AnyStore::open_redis(RedisTarget::server(url.clone()))
             .await
@@ -140,17 +142,18 @@ async fn run() -> serde_json::Value {
         "lat_p99_ms": at(0.99),
         "lat_processed": latencies.len(),
         "config": format!(
-            "1 host process, concurrency {concurrency}, keeps {keep} succeeded jobs"
+            "1 host process, threads {threads}, concurrency {concurrency}, keeps {keep} succeeded jobs"
         ),
     })
 }
 
+/// The host's `threads`: `KILN_BENCH_THREADS`, or none set (one per CPU).
+fn threads() -> Option<usize> {
+    std::env::var("KILN_BENCH_THREADS").ok()?.parse().ok()
+}
+
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = kiln::cli::async_runtime(threads()).unwrap();
     let row = runtime.block_on(run());
     println!("{row}");
     if let Ok(out) = std::env::var("BENCH_OUT") {

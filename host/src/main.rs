@@ -18,14 +18,7 @@ fn main() -> ExitCode {
         }
     };
     kiln::logging::init();
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("kiln: failed to start the async runtime: {error}");
-            return ExitCode::from(cli::EXIT_USAGE);
-        }
-    };
-    match runtime.block_on(cli::run(cli)) {
+    match cli::run(cli) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("kiln: {error:#}");

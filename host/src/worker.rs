@@ -180,7 +180,8 @@ impl<S: JobStore + 'static> Worker<S> {
         let background = CancellationToken::new();
         let renewer = tokio::spawn(renewer(shared.clone(), background.clone()));
         let reaper = tokio::spawn(reaper(shared.clone(), background.clone()));
-        tracing::info!(owner = %shared.owner, queues = shared.config.queues.len(), "worker started");
+        let threads = tokio::runtime::Handle::current().metrics().num_workers();
+        tracing::info!(owner = %shared.owner, queues = shared.config.queues.len(), threads, "worker started");
 
         tokio::pin!(shutdown);
         loop {

@@ -95,18 +95,31 @@ pub enum Command {
     },
 }
 
-/// Runs the parsed command line.
-pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+/// Runs the parsed command line on an async runtime with the configured number of threads.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Check { file, json } = &cli.command {
         return check(file, *json);
     }
     let config = Arc::new(load_config(&cli.config)?);
-    match cli.command {
-        Command::Check { .. } => unreachable!("handled above"),
-        Command::Handlers { json } => handlers(&config, json).await,
-        Command::Run => host::run(config).await,
-        command => jobs::run(command, &config).await,
+    let runtime = async_runtime(config.host.threads)
+        .map_err(|error| anyhow::anyhow!("failed to start the async runtime: {error}"))?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Check { .. } => unreachable!("handled above"),
+            Command::Handlers { json } => handlers(&config, json).await,
+            Command::Run => host::run(config).await,
+            command => jobs::run(command, &config).await,
+        }
+    })
+}
+
+/// A multi-threaded runtime with `threads` workers (one per CPU when `None`).
+pub fn async_runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = threads {
+        builder.worker_threads(threads);
     }
+    builder.enable_all().build()
 }
 
 /// Loads the configuration; any problem with it is a usage error (exit code 2).

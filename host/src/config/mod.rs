@@ -11,6 +11,7 @@
 //! handlers_dir = "handlers"          # directory of handler `.wasm` files, watched for changes
 //! cache_dir = "kiln-cache"           # precompiled handler artifacts, keyed by content hash
 //! concurrency = 16                   # global cap on jobs running at once on this host
+//! # threads = 2                      # threads running jobs and store I/O (default: one per CPU)
 //! shutdown_grace = "10s"             # how long running jobs may finish after a shutdown signal
 //! lease = "30s"                      # how long a claimed job is held before another host may take it
 //! unknown_handler_grace = "5m"       # a job whose handler is not loaded waits this long, then fails
@@ -91,6 +92,9 @@ pub struct HostConfig {
     /// Global cap on jobs running at once on this host, across all queues; bounds memory use
     /// since every running job holds its own sandbox.
     pub concurrency: usize,
+    /// Threads that run jobs and talk to the job store; `None` is one per CPU. Fewer leave
+    /// cores to other processes, such as a `redis-server` on the same machine.
+    pub threads: Option<usize>,
     /// After a shutdown signal, how long running jobs may finish before they are interrupted
     /// and returned to their queue.
     pub shutdown_grace: Duration,

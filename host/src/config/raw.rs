@@ -67,6 +67,7 @@ pub(super) struct RawHost {
     pub handlers_dir: Value<String>,
     pub cache_dir: Value<String>,
     pub concurrency: Value<i64>,
+    pub threads: Value<i64>,
     pub shutdown_grace: Value<Scalar>,
     pub lease: Value<Scalar>,
     pub unknown_handler_grace: Value<Scalar>,

@@ -162,6 +162,10 @@ impl Checker<'_> {
                 Some(v) => self.concurrency("host.concurrency", v)?,
                 None => 16,
             },
+            threads: match &raw.threads {
+                Some(v) => Some(self.int("host.threads", v, 1, 1024)? as usize),
+                None => None,
+            },
             shutdown_grace: self.duration_or("host.shutdown_grace", &raw.shutdown_grace, 10)?,
             lease: self
                 .positive_duration("host.lease", &raw.lease)?
