@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use kiln::store::{
     AttemptRecord, CancelOutcome, JobState, JobStore, ListFilter, NewJob, OutcomeClass, Page,
-    Progress, RetryTarget, SettleAction, Settlement, StoreError, Timestamp,
+    Progress, RetentionPolicy, RetryTarget, SettleAction, Settlement, StoreError, Timestamp,
 };
 
 /// A fixed start time so tests read as offsets from it.
@@ -88,7 +88,7 @@ macro_rules! conformance {
             succeed_and_delete_keeps_nothing, unique_keys,
             pause_and_resume, clear_queue,
             retry_failed_one_and_all, cancel_by_state, list_pages_and_filters, counts_per_queue,
-            prune_by_count_and_age, progress_is_visible, recover_promotes_due_jobs,
+            prune_by_count_and_age, prune_by_each_queues_retention, progress_is_visible, recover_promotes_due_jobs,
             wait_returns_for_waiting_job, wait_wakes_on_enqueue, wait_times_out,
             next_run_at_skips_paused,
             wait_returns_when_a_delayed_job_falls_due);
@@ -860,7 +860,13 @@ pub mod cases {
             succeeded_max_count: Some(2),
             ..Default::default()
         };
-        assert_eq!(store.prune(by_count, at(1000)).await.unwrap(), 3);
+        assert_eq!(
+            store
+                .prune(&RetentionPolicy::uniform(by_count), at(1000))
+                .await
+                .unwrap(),
+            3
+        );
         let succeeded = ListFilter {
             queue: None,
             state: Some(JobState::Succeeded),
@@ -878,7 +884,10 @@ pub mod cases {
             ..Default::default()
         };
         assert_eq!(
-            store.prune(by_age, at(500)).await.unwrap(),
+            store
+                .prune(&RetentionPolicy::uniform(by_age), at(500))
+                .await
+                .unwrap(),
             3,
             "failed at 0, 100, 200"
         );
@@ -887,6 +896,38 @@ pub mod cases {
             (counts[0].succeeded, counts[0].failed, counts[0].waiting),
             (2, 2, 1)
         );
+    }
+
+    /// A queue with its own retention is pruned by it; the others by the default, each
+    /// keeping its own count.
+    pub async fn prune_by_each_queues_retention<S: JobStore>(store: &S) {
+        for queue in ["own", "a", "b"] {
+            for i in 0..4 {
+                let ok = SettleAction::Succeed { result: Vec::new() };
+                finish(store, queue, ok, at(i * 100)).await;
+            }
+        }
+        let keep = |n| kiln::store::Retention {
+            succeeded_max_count: Some(n),
+            ..Default::default()
+        };
+        let policy = RetentionPolicy {
+            default: keep(3),
+            queues: [("own".to_owned(), keep(1))].into(),
+        };
+        assert_eq!(store.prune(&policy, at(1000)).await.unwrap(), 3 + 1 + 1);
+        let counts = store.counts().await.unwrap();
+        let succeeded: Vec<_> = counts
+            .iter()
+            .map(|c| (c.queue.as_str(), c.succeeded))
+            .collect();
+        assert_eq!(succeeded, [("a", 3), ("b", 3), ("own", 1)]);
+        let own = ListFilter {
+            queue: Some("own".to_owned()),
+            state: Some(JobState::Succeeded),
+        };
+        let kept = store.list(own, Page::default()).await.unwrap();
+        assert_eq!(kept[0].finished_at, Some(at(300)), "the newest is kept");
     }
 
     pub async fn progress_is_visible<S: JobStore>(store: &S) {

@@ -197,6 +197,33 @@ async fn a_job_nobody_keeps_is_deleted_as_it_succeeds() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_keeps_its_jobs_by_its_own_retention() {
+    let config = "[queues.bulk]\nretention = { succeeded = { count = 0 } }\n\
+                  [handlers.flaky]\nqueue = \"bulk\"\n";
+    let mut host = TestHost::start(&["echo", "flaky"], config).await;
+    let kept = host.enqueue("echo", json!("hi")).await;
+    let dropped = host.enqueue("flaky", json!({"fail_times": 0})).await;
+    host.until_state(&kept, JobState::Succeeded).await;
+    for _ in 0..600 {
+        if host.store.get(&dropped).await.unwrap().is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        host.store.get(&dropped).await.unwrap().is_none(),
+        "a success on `bulk`, which keeps none, is deleted"
+    );
+    let kept = host.store.get(&kept).await.unwrap().unwrap();
+    assert_eq!(
+        kept.result.as_deref(),
+        Some(&b"\"hi\""[..]),
+        "`default` keeps its own"
+    );
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handler_may_ask_for_a_longer_delay() {
     let mut host = TestHost::start(&["flaky"], NO_JITTER).await;
     let id = host

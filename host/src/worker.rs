@@ -477,7 +477,7 @@ fn settle_attempt<S>(
             (SettleAction::Release { at: ended_at }, None)
         }
         (Outcome::Cancelled, _) => (SettleAction::Cancel, Some(record)),
-        (Outcome::Ok(_), _) if shared.config.default_retention.succeeded.keeps_none() => {
+        (Outcome::Ok(_), _) if shared.config.retention(&job.queue).succeeded.keeps_none() => {
             (SettleAction::SucceedAndDelete, None)
         }
         (Outcome::Ok(result), _) => (
@@ -710,6 +710,7 @@ async fn renewer<S: JobStore>(shared: Arc<Shared<S>>, stop: CancellationToken) {
 
 /// Returns jobs of dead hosts to their queues and prunes finished jobs past retention.
 async fn reaper<S: JobStore>(shared: Arc<Shared<S>>, stop: CancellationToken) {
+    let retention = store_retention(&shared.config);
     loop {
         let now = shared.clock.now();
         match shared.store.recover(now).await {
@@ -717,8 +718,7 @@ async fn reaper<S: JobStore>(shared: Arc<Shared<S>>, stop: CancellationToken) {
             Ok(n) => tracing::warn!(jobs = n, "recovered jobs whose lease expired"),
             Err(error) => tracing::warn!("failed to recover expired leases: {}", describe(&error)),
         }
-        let retention = store_retention(&shared.config);
-        if let Err(error) = shared.store.prune(retention, now).await {
+        if let Err(error) = shared.store.prune(&retention, now).await {
             tracing::warn!("failed to prune finished jobs: {}", describe(&error));
         }
         tokio::select! {
@@ -728,16 +728,25 @@ async fn reaper<S: JobStore>(shared: Arc<Shared<S>>, stop: CancellationToken) {
     }
 }
 
-/// The store's retention policy from the configured defaults.
-fn store_retention(config: &Config) -> crate::store::Retention {
-    let keep = config.default_retention;
-    let count = |n: u64| Some(usize::try_from(n).unwrap_or(usize::MAX));
-    crate::store::Retention {
-        succeeded_max_age: Some(keep.succeeded.age),
-        succeeded_max_count: count(keep.succeeded.count),
-        failed_max_age: Some(keep.failed.age),
-        failed_max_count: count(keep.failed.count),
-        cancelled_max_age: Some(keep.failed.age),
-        cancelled_max_count: count(keep.failed.count),
+/// The store's retention policy: each configured queue's own, the defaults for the rest.
+fn store_retention(config: &Config) -> crate::store::RetentionPolicy {
+    let store = |keep: crate::config::Retention| {
+        let count = |n: u64| Some(usize::try_from(n).unwrap_or(usize::MAX));
+        crate::store::Retention {
+            succeeded_max_age: Some(keep.succeeded.age),
+            succeeded_max_count: count(keep.succeeded.count),
+            failed_max_age: Some(keep.failed.age),
+            failed_max_count: count(keep.failed.count),
+            cancelled_max_age: Some(keep.failed.age),
+            cancelled_max_count: count(keep.failed.count),
+        }
+    };
+    crate::store::RetentionPolicy {
+        default: store(config.default_retention),
+        queues: config
+            .queues
+            .iter()
+            .map(|(name, queue)| (name.clone(), store(queue.retention)))
+            .collect(),
     }
 }

@@ -30,8 +30,8 @@ use tokio::sync::Notify;
 
 use super::{
     AttemptRecord, CancelOutcome, Enqueued, Job, JobState, JobStore, Lease, ListFilter, NewJob,
-    OutcomeClass, Page, Progress, QueueCounts, RenewReport, Retention, RetryTarget, SettleAction,
-    Settlement, StoreError, StoreResult, Timestamp, UnknownJobState,
+    OutcomeClass, Page, Progress, QueueCounts, RenewReport, RetentionPolicy, RetryTarget,
+    SettleAction, Settlement, StoreError, StoreResult, Timestamp, UnknownJobState,
 };
 
 /// Schema version written to `PRAGMA user_version`; a file with a larger one is refused.
@@ -883,50 +883,44 @@ fn cancel_job(conn: &mut Connection, id: &str, now: Timestamp) -> StoreResult<Ca
     Ok(outcome)
 }
 
-fn prune_jobs(conn: &mut Connection, policy: Retention, now: Timestamp) -> StoreResult<usize> {
+fn prune_jobs(
+    conn: &mut Connection,
+    policy: &RetentionPolicy,
+    now: Timestamp,
+) -> StoreResult<usize> {
     let context = "prune finished jobs";
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(db(context))?;
-    let rules = [
-        (
-            JobState::Succeeded,
-            policy.succeeded_max_age,
-            policy.succeeded_max_count,
-        ),
-        (
-            JobState::Failed,
-            policy.failed_max_age,
-            policy.failed_max_count,
-        ),
-        (
-            JobState::Cancelled,
-            policy.cancelled_max_age,
-            policy.cancelled_max_count,
-        ),
-    ];
+    let queues: Vec<String> = tx
+        .prepare_cached("SELECT DISTINCT queue FROM jobs WHERE finished_at IS NOT NULL")
+        .and_then(|mut stmt| stmt.query_map([], |row| row.get(0))?.collect())
+        .map_err(db(context))?;
     let mut deleted = 0;
-    for (state, max_age, max_count) in rules {
-        if let Some(age) = max_age {
-            let cutoff = Timestamp(
-                now.0
-                    .saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX)),
-            );
-            deleted += tx
-                .prepare_cached("DELETE FROM jobs WHERE state = ?1 AND finished_at < ?2")
-                .and_then(|mut stmt| stmt.execute(params![state.as_str(), cutoff.0]))
-                .map_err(db(context))?;
-        }
-        if let Some(count) = max_count {
-            let keep = i64::try_from(count).unwrap_or(i64::MAX);
-            deleted += tx
-                .prepare_cached(
-                    "DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs WHERE state = ?1 \
-                     AND finished_at IS NOT NULL \
-                     ORDER BY finished_at DESC, seq DESC LIMIT -1 OFFSET ?2)",
-                )
-                .and_then(|mut stmt| stmt.execute(params![state.as_str(), keep]))
-                .map_err(db(context))?;
+    for queue in &queues {
+        for (state, max_age, max_count) in policy.of(queue).rules() {
+            if let Some(age) = max_age {
+                let cutoff = now
+                    .0
+                    .saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX));
+                deleted += tx
+                    .prepare_cached(
+                        "DELETE FROM jobs WHERE state = ?1 AND queue = ?2 AND finished_at < ?3",
+                    )
+                    .and_then(|mut stmt| stmt.execute(params![state.as_str(), queue, cutoff]))
+                    .map_err(db(context))?;
+            }
+            if let Some(count) = max_count {
+                let keep = i64::try_from(count).unwrap_or(i64::MAX);
+                deleted += tx
+                    .prepare_cached(
+                        "DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs WHERE state = ?1 \
+                         AND queue = ?2 AND finished_at IS NOT NULL \
+                         ORDER BY finished_at DESC, seq DESC LIMIT -1 OFFSET ?3)",
+                    )
+                    .and_then(|mut stmt| stmt.execute(params![state.as_str(), queue, keep]))
+                    .map_err(db(context))?;
+            }
         }
     }
     tx.commit().map_err(db(context))?;
@@ -1120,8 +1114,9 @@ impl JobStore for EmbeddedStore {
         .await
     }
 
-    async fn prune(&self, policy: Retention, now: Timestamp) -> StoreResult<usize> {
-        self.run(move |conn| prune_jobs(conn, policy, now)).await
+    async fn prune(&self, policy: &RetentionPolicy, now: Timestamp) -> StoreResult<usize> {
+        let policy = policy.clone();
+        self.run(move |conn| prune_jobs(conn, &policy, now)).await
     }
 
     async fn wait(&self, queues: &[String], now: Timestamp, timeout: Duration) -> StoreResult<()> {

@@ -447,6 +447,48 @@ pub struct Retention {
     pub cancelled_max_count: Option<usize>,
 }
 
+impl Retention {
+    /// Each finished state with its age and count limits.
+    pub fn rules(&self) -> [(JobState, Option<Duration>, Option<usize>); 3] {
+        [
+            (
+                JobState::Succeeded,
+                self.succeeded_max_age,
+                self.succeeded_max_count,
+            ),
+            (JobState::Failed, self.failed_max_age, self.failed_max_count),
+            (
+                JobState::Cancelled,
+                self.cancelled_max_age,
+                self.cancelled_max_count,
+            ),
+        ]
+    }
+}
+
+/// The retention of every queue: queues named in `queues` by their own, every other queue
+/// by `default`. Counts are per queue.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetentionPolicy {
+    pub default: Retention,
+    pub queues: std::collections::BTreeMap<String, Retention>,
+}
+
+impl RetentionPolicy {
+    /// The same retention for every queue.
+    pub fn uniform(retention: Retention) -> Self {
+        RetentionPolicy {
+            default: retention,
+            queues: Default::default(),
+        }
+    }
+
+    /// The retention of `queue`.
+    pub fn of(&self, queue: &str) -> Retention {
+        self.queues.get(queue).copied().unwrap_or(self.default)
+    }
+}
+
 /// Errors from a job store. Callers branch on `NotFound`, `InvalidState` and `LeaseNotHeld`.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -613,10 +655,11 @@ pub trait JobStore: Send + Sync {
     /// Deletes the waiting and scheduled jobs of `queue`; returns how many.
     fn clear(&self, queue: &str) -> impl Future<Output = StoreResult<usize>> + Send;
 
-    /// Deletes finished jobs beyond `policy`; returns how many.
+    /// Deletes the finished jobs of each queue beyond that queue's retention in `policy`;
+    /// returns how many.
     fn prune(
         &self,
-        policy: Retention,
+        policy: &RetentionPolicy,
         now: Timestamp,
     ) -> impl Future<Output = StoreResult<usize>> + Send;
 
@@ -749,7 +792,7 @@ impl JobStore for AnyStore {
         delegate!(self, s => s.clear(queue))
     }
 
-    async fn prune(&self, policy: Retention, now: Timestamp) -> StoreResult<usize> {
+    async fn prune(&self, policy: &RetentionPolicy, now: Timestamp) -> StoreResult<usize> {
         delegate!(self, s => s.prune(policy, now))
     }
 

@@ -42,8 +42,8 @@ use tokio::sync::Notify;
 
 use super::{
     AttemptRecord, CancelOutcome, Enqueued, Job, JobState, JobStore, Lease, ListFilter, NewJob,
-    Page, Progress, QueueCounts, RenewReport, Retention, RetryTarget, SettleAction, Settlement,
-    StoreError, StoreResult, Timestamp,
+    Page, Progress, QueueCounts, RenewReport, RetentionPolicy, RetryTarget, SettleAction,
+    Settlement, StoreError, StoreResult, Timestamp,
 };
 
 /// Key prefix used when the configuration does not name one.
@@ -965,23 +965,6 @@ fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// The per-state finished sets `prune` works on, with their retention rules.
-fn retention_rules(policy: &Retention) -> [(&'static str, Option<Duration>, Option<usize>); 3] {
-    [
-        (
-            "succeeded",
-            policy.succeeded_max_age,
-            policy.succeeded_max_count,
-        ),
-        ("failed", policy.failed_max_age, policy.failed_max_count),
-        (
-            "cancelled",
-            policy.cancelled_max_age,
-            policy.cancelled_max_count,
-        ),
-    ]
-}
-
 impl RedisStore {
     /// Enqueues jobs that all belong to `queue` in one script call.
     async fn enqueue_queue(
@@ -1285,43 +1268,36 @@ impl RedisStore {
         Ok(false)
     }
 
-    /// The finish time below which jobs in `state` exceed the newest `count` across all
-    /// queues, or `None` if there are no more than `count`. Pruning below a time (rather
-    /// than "all but N") never removes a job that finished after this was computed.
+    /// The finish time below which `queue`'s jobs in `state` exceed the newest `count`, or
+    /// `None` if there are no more than `count`. Pruning below a time (rather than "all but
+    /// N") never removes a job that finished after this was computed.
     async fn count_cutoff(
         &self,
-        queues: &[String],
+        queue: &str,
         state: &str,
         count: usize,
     ) -> StoreResult<Option<i64>> {
-        let mut total = 0usize;
-        for queue in queues {
-            let n: usize = redis::cmd("ZCARD")
-                .arg(self.keys(queue).key(state))
-                .query_async(&mut self.conn())
-                .await
-                .map_err(backend(format!("count finished jobs of queue `{queue}`")))?;
-            total += n;
-        }
+        let key = self.keys(queue).key(state);
+        let total: usize = redis::cmd("ZCARD")
+            .arg(&key)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend(format!("count finished jobs of queue `{queue}`")))?;
         let excess = total.saturating_sub(count);
         if excess == 0 {
             return Ok(None);
         }
         let stop = i64::try_from(excess).unwrap_or(i64::MAX) - 1;
-        let mut oldest: Vec<i64> = Vec::new();
-        for queue in queues {
-            let entries: Vec<(String, f64)> = redis::cmd("ZRANGE")
-                .arg(self.keys(queue).key(state))
-                .arg(0)
-                .arg(stop)
-                .arg("WITHSCORES")
-                .query_async(&mut self.conn())
-                .await
-                .map_err(backend(format!("find finished jobs of queue `{queue}`")))?;
-            oldest.extend(entries.into_iter().map(|(_, at)| at as i64));
-        }
-        oldest.sort_unstable();
-        Ok(oldest.get(excess - 1).map(|at| at + 1))
+        let entries: Vec<(String, f64)> = redis::cmd("ZRANGE")
+            .arg(&key)
+            .arg(0)
+            .arg(stop)
+            .arg("WITHSCORES")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend(format!("find finished jobs of queue `{queue}`")))?;
+        // The set is ordered by finish time: the last of the oldest `excess` is the cutoff.
+        Ok(entries.last().map(|(_, at)| *at as i64 + 1))
     }
 }
 
@@ -1655,22 +1631,18 @@ impl JobStore for RedisStore {
             .map_err(backend(format!("clear queue `{queue}`")))
     }
 
-    async fn prune(&self, policy: Retention, now: Timestamp) -> StoreResult<usize> {
-        let queues = self.queues().await?;
-        let mut cutoffs = Vec::new();
-        for (state, max_age, max_count) in retention_rules(&policy) {
-            let by_age = max_age.map(|age| now.0.saturating_sub(millis(age)));
-            let by_count = match max_count {
-                Some(count) => self.count_cutoff(&queues, state, count).await?,
-                None => None,
-            };
-            cutoffs.push(by_age.max(by_count));
-        }
+    async fn prune(&self, policy: &RetentionPolicy, now: Timestamp) -> StoreResult<usize> {
         let mut deleted = 0;
-        for queue in &queues {
+        for queue in &self.queues().await? {
             let keys = self.keys(queue);
             let mut invocation = self.invocation(&SCRIPTS.prune, &keys, now);
-            for cutoff in &cutoffs {
+            for (state, max_age, max_count) in policy.of(queue).rules() {
+                let by_age = max_age.map(|age| now.0.saturating_sub(millis(age)));
+                let by_count = match max_count {
+                    Some(count) => self.count_cutoff(queue, state.as_str(), count).await?,
+                    None => None,
+                };
+                let cutoff = by_age.max(by_count);
                 invocation.arg(cutoff.map(|at| at.to_string()).unwrap_or_default());
             }
             let pruned: usize = invocation
