@@ -892,8 +892,12 @@ fn prune_jobs(
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(db(context))?;
+    // From the covering (state, queue) index: as many entries as finished jobs are kept.
     let queues: Vec<String> = tx
-        .prepare_cached("SELECT DISTINCT queue FROM jobs WHERE finished_at IS NOT NULL")
+        .prepare_cached(
+            "SELECT DISTINCT queue FROM jobs \
+             WHERE state IN ('succeeded', 'failed', 'cancelled')",
+        )
         .and_then(|mut stmt| stmt.query_map([], |row| row.get(0))?.collect())
         .map_err(db(context))?;
     let mut deleted = 0;
