@@ -101,8 +101,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         return check(file, *json);
     }
     let config = Arc::new(load_config(&cli.config)?);
-    let runtime = async_runtime(config.host.threads)
-        .map_err(|error| anyhow::anyhow!("failed to start the async runtime: {error}"))?;
+    let runtime =
+        async_runtime(config.host.threads).context("failed to start the async runtime")?;
     runtime.block_on(async move {
         match cli.command {
             Command::Check { .. } => unreachable!("handled above"),

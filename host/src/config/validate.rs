@@ -162,10 +162,11 @@ impl Checker<'_> {
                 Some(v) => self.concurrency("host.concurrency", v)?,
                 None => 16,
             },
-            threads: match &raw.threads {
-                Some(v) => Some(self.int("host.threads", v, 1, 1024)? as usize),
-                None => None,
-            },
+            threads: raw
+                .threads
+                .as_ref()
+                .map(|v| self.int("host.threads", v, 1, 1024).map(|n| n as usize))
+                .transpose()?,
             shutdown_grace: self.duration_or("host.shutdown_grace", &raw.shutdown_grace, 10)?,
             lease: self
                 .positive_duration("host.lease", &raw.lease)?
