@@ -70,11 +70,11 @@ fn repo_config_loads() {
     }
     assert_eq!(config.queue_for("spin"), "slow");
     let spin = config.job_settings("spin", "slow");
-    assert_eq!(spin.timeout, secs(2));
-    assert!(spin.fuel.is_some());
+    assert_eq!(spin.limits.timeout, secs(2));
+    assert!(spin.limits.fuel.is_some());
     let hog = config.job_settings("hog", config.queue_for("hog"));
-    assert_eq!(hog.memory, 32 << 20);
-    assert_eq!(hog.timeout, secs(2));
+    assert_eq!(hog.limits.memory, 32 << 20);
+    assert_eq!(hog.limits.timeout, secs(2));
 
     Config::load(&path).expect("Config::load reads the same file");
 }
@@ -102,11 +102,11 @@ fn empty_file_has_defaults() {
 
     let job = config.job_settings("anything", DEFAULT_QUEUE);
     assert_eq!(job.max_attempts, 3);
-    assert_eq!(job.timeout, secs(30));
-    assert_eq!(job.memory, 64 << 20);
-    assert_eq!(job.fuel, None);
-    assert_eq!(job.max_result, 1 << 20);
-    assert_eq!(job.max_log, 64 << 10);
+    assert_eq!(job.limits.timeout, secs(30));
+    assert_eq!(job.limits.memory, 64 << 20);
+    assert_eq!(job.limits.fuel, None);
+    assert_eq!(job.limits.max_result, 1 << 20);
+    assert_eq!(job.limits.max_log, 64 << 10);
     assert_eq!(job.backoff.initial, secs(1));
     assert_eq!(job.backoff.max, secs(300));
     assert!(job.grants.env.is_empty() && job.grants.dir.is_none());
@@ -227,11 +227,11 @@ fn sizes_accept_units() {
     .unwrap();
     let d = config.job_settings("h", DEFAULT_QUEUE);
     assert_eq!(
-        (d.memory, d.max_result, d.max_log),
+        (d.limits.memory, d.limits.max_result, d.limits.max_log),
         (64 << 20, 10_000_000, 1000)
     );
     let a = config.job_settings("h", "a");
-    assert_eq!((a.memory, a.max_log), (1 << 30, 512 << 10));
+    assert_eq!((a.limits.memory, a.limits.max_log), (1 << 30, 512 << 10));
     assert_eq!(config.max_job_memory(), 1 << 30);
 }
 
@@ -337,24 +337,20 @@ fn store_settings() {
     let config = parse("[store]\nurl = \"rediss://cache:6380\"\n").unwrap();
     assert_eq!(
         config.store,
-        StoreConfig::Redis(RedisTarget::Server("rediss://cache:6380".into()), None)
+        StoreConfig::Redis(RedisTarget::server("rediss://cache:6380"))
     );
     let config = parse("[store]\nurl = \"rediss://cache:6380\"\nca_file = \"ca.pem\"\n").unwrap();
     assert_eq!(
         config.store,
         StoreConfig::Redis(
-            RedisTarget::Server("rediss://cache:6380".into()),
-            Some("/etc/kiln/ca.pem".into())
+            RedisTarget::server("rediss://cache:6380").with_ca_file("/etc/kiln/ca.pem")
         ),
         "ca_file is relative to the config file"
     );
     let config = parse("[store]\nnodes = [\"redis://a:7000\", \"redis://b:7001\"]\n").unwrap();
     assert_eq!(
         config.store,
-        StoreConfig::Redis(
-            RedisTarget::Cluster(vec!["redis://a:7000".into(), "redis://b:7001".into()]),
-            None
-        )
+        StoreConfig::Redis(RedisTarget::cluster(["redis://a:7000", "redis://b:7001"]))
     );
     let config = parse("[store]\npath = \"/var/kiln.db\"\ndurability = \"full\"\n").unwrap();
     assert_eq!(
@@ -400,11 +396,14 @@ fn env_overrides_apply() {
     );
     assert_eq!(
         config.store,
-        StoreConfig::Redis(RedisTarget::Server("redis://127.0.0.1:6379".into()), None)
+        StoreConfig::Redis(RedisTarget::server("redis://127.0.0.1:6379"))
     );
     assert_eq!(config.defaults.backoff.jitter, 0.5);
     assert_eq!(
-        config.job_settings("resize-image", DEFAULT_QUEUE).timeout,
+        config
+            .job_settings("resize-image", DEFAULT_QUEUE)
+            .limits
+            .timeout,
         secs(120)
     );
 }
@@ -477,10 +476,10 @@ grants = { env = { API_BASE = "https://example" }, dir = "assets" }
     assert_eq!(config.queue_for("resize"), "images");
 
     let resize = config.job_settings("resize", "images");
-    assert_eq!(resize.timeout, secs(120), "handler beats queue");
-    assert_eq!(resize.memory, 128 << 20, "queue beats defaults");
+    assert_eq!(resize.limits.timeout, secs(120), "handler beats queue");
+    assert_eq!(resize.limits.memory, 128 << 20, "queue beats defaults");
     assert_eq!(resize.max_attempts, 3, "defaults fill the rest");
-    assert_eq!(resize.fuel, None, "a handler may lift a fuel budget");
+    assert_eq!(resize.limits.fuel, None, "a handler may lift a fuel budget");
     assert_eq!(
         resize.backoff,
         Backoff {
@@ -497,13 +496,16 @@ grants = { env = { API_BASE = "https://example" }, dir = "assets" }
 
     let other = config.job_settings("thumbnail", "images");
     assert_eq!(
-        (other.timeout, other.memory, other.fuel),
+        (other.limits.timeout, other.limits.memory, other.limits.fuel),
         (secs(60), 128 << 20, Some(1000))
     );
     assert!(other.grants.env.is_empty());
 
     let elsewhere = config.job_settings("resize", DEFAULT_QUEUE);
-    assert_eq!((elsewhere.timeout, elsewhere.memory), (secs(120), 64 << 20));
+    assert_eq!(
+        (elsewhere.limits.timeout, elsewhere.limits.memory),
+        (secs(120), 64 << 20)
+    );
 
     let retention = config.retention("images");
     assert_eq!(
@@ -574,10 +576,7 @@ fn env_values_may_be_toml_arrays_or_strings() {
     let config = Config::from_toml_str("", Path::new(ORIGIN), vars).unwrap();
     assert_eq!(
         config.store,
-        StoreConfig::Redis(
-            RedisTarget::Cluster(vec!["redis://a:7000".into(), "redis://b:7001".into()]),
-            None
-        )
+        StoreConfig::Redis(RedisTarget::cluster(["redis://a:7000", "redis://b:7001"]))
     );
 
     let vars = env(&[("KILN_STORE__NODES", r#"["redis://a:7000", "tcp://b"]"#)]);

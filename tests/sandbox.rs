@@ -173,7 +173,7 @@ async fn granted_env_and_directory_are_visible_read_only() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("note.txt"), "granted text").unwrap();
     let grants = Grants {
-        env: vec![("API_BASE".into(), "https://example.test".into())],
+        env: [("API_BASE".into(), "https://example.test".into())].into(),
         dir: Some(dir.path().to_owned()),
     };
     let read = dir.path().join("note.txt");

@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use kiln::store::{
-    AttemptRecord, CancelOutcome, JobState, JobStore, ListFilter, NewJob, OutcomeClass, Page,
+    AttemptRecord, CancelOutcome, JobState, JobStore, Keep, ListFilter, NewJob, OutcomeClass, Page,
     Progress, RetentionPolicy, RetryTarget, SettleAction, Settlement, StoreError, Timestamp,
 };
 
@@ -857,7 +857,10 @@ pub mod cases {
         }
         store.enqueue(vec![job("q", "pending")], T0).await.unwrap();
         let by_count = kiln::store::Retention {
-            succeeded_max_count: Some(2),
+            succeeded: Keep {
+                count: 2,
+                ..Keep::ALL
+            },
             ..Default::default()
         };
         assert_eq!(
@@ -880,7 +883,10 @@ pub mod cases {
         );
 
         let by_age = kiln::store::Retention {
-            failed_max_age: Some(Duration::from_secs(250)),
+            failed: Keep {
+                age: Duration::from_secs(250),
+                ..Keep::ALL
+            },
             ..Default::default()
         };
         assert_eq!(
@@ -908,7 +914,10 @@ pub mod cases {
             }
         }
         let keep = |n| kiln::store::Retention {
-            succeeded_max_count: Some(n),
+            succeeded: Keep {
+                count: n,
+                ..Keep::ALL
+            },
             ..Default::default()
         };
         let policy = RetentionPolicy {

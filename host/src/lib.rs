@@ -14,6 +14,7 @@
 //! - `logging`: where the binary's `tracing` output goes.
 
 pub mod bindings;
+pub mod capabilities;
 pub mod cli;
 pub mod config;
 pub mod engine;
@@ -32,8 +33,9 @@ pub mod worker;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+pub use capabilities::Grants;
 pub use engine::{Runtime, RuntimeSettings};
 pub use host_api::{ChildEnqueuer, ChildRequest, JobHooks, LogLine, LogSource};
 pub use limits::JobLimits;
 pub use registry::{Change, LoadError, LoadedHandler, Registry};
-pub use sandbox::{Attempt, ErrorKind, Grants, JobInput, Outcome};
+pub use sandbox::{Attempt, ErrorKind, JobInput, Outcome};

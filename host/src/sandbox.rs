@@ -4,27 +4,23 @@
 //! budget, instantiated from the handler's pre-instantiated component. The store is dropped
 //! when the attempt ends, whatever the outcome: nothing a handler does survives its job.
 //!
-//! The sandbox denies by default. A handler's WASI context has:
-//! - no environment variables and no arguments, unless `Grants::env` lists some;
-//! - no preopened directories, unless `Grants::dir` names one, mounted read-only at its path;
-//! - stdin closed; stdout and stderr captured into the job's capped log;
-//! - no TCP, UDP or name lookup (wasmtime's default, kept);
-//! - clocks and random numbers, which cannot reach anything outside.
+//! The sandbox denies by default (`capabilities::wasi` lists what an attempt's WASI context
+//! holds); a handler's grants open exactly what they name (`capabilities`).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use wasmtime::{Store, Trap, UpdateDeadline, WasmBacktrace};
-use wasmtime_wasi::{FsPerms, WasiCtx};
 
 use crate::bindings::{JobError, WitJob};
+use crate::capabilities::{Grants, wasi_ctx};
 use crate::engine::Runtime;
-use crate::host_api::{CaptureStream, JobCtx, JobHooks, Journal, LogLine, LogSource};
+use crate::host_api::{JobCtx, JobHooks, Journal, LogLine};
 use crate::limits::{JobLimits, MemoryLimiter};
 use crate::registry::LoadedHandler;
+use crate::store::OutcomeClass;
 
 /// The job as handed to a handler for one attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,15 +32,6 @@ pub struct JobInput {
     /// 1 on the first attempt.
     pub attempt: u32,
     pub max_attempts: u32,
-}
-
-/// Opt-in capabilities a handler gets beyond the default-deny sandbox.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Grants {
-    /// Environment variables the handler sees, name and value.
-    pub env: Vec<(String, String)>,
-    /// A host directory the handler may read, mounted read-only at the same path.
-    pub dir: Option<PathBuf>,
 }
 
 /// How a failing handler asked the host to treat its failure.
@@ -82,17 +69,17 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// Short stable name of the outcome class, as stored with each attempt.
-    pub fn class(&self) -> &'static str {
+    /// The outcome class stored with each attempt.
+    pub fn class(&self) -> OutcomeClass {
         match self {
-            Outcome::Ok(_) => "ok",
-            Outcome::Error { .. } => "error",
-            Outcome::Timeout => "timeout",
-            Outcome::OutOfFuel => "out-of-fuel",
-            Outcome::MemoryLimit => "memory-limit",
-            Outcome::Trap { .. } => "trap",
-            Outcome::Panic { .. } => "panic",
-            Outcome::Cancelled => "cancelled",
+            Outcome::Ok(_) => OutcomeClass::Ok,
+            Outcome::Error { .. } => OutcomeClass::Error,
+            Outcome::Timeout => OutcomeClass::Timeout,
+            Outcome::OutOfFuel => OutcomeClass::OutOfFuel,
+            Outcome::MemoryLimit => OutcomeClass::MemoryLimit,
+            Outcome::Trap { .. } => OutcomeClass::Trap,
+            Outcome::Panic { .. } => OutcomeClass::Panic,
+            Outcome::Cancelled => OutcomeClass::Cancelled,
         }
     }
 
@@ -244,20 +231,6 @@ impl Runtime {
         });
         Ok(store)
     }
-}
-
-/// The WASI context of one attempt: see the module doc for what it allows.
-fn wasi_ctx(grants: &Grants, journal: &Arc<Journal>) -> wasmtime::Result<WasiCtx> {
-    let mut builder = WasiCtx::builder();
-    builder
-        .stdout(CaptureStream::new(journal.clone(), LogSource::Stdout))
-        .stderr(CaptureStream::new(journal.clone(), LogSource::Stderr))
-        .envs(&grants.env);
-    if let Some(dir) = &grants.dir {
-        let guest_path = dir.to_string_lossy();
-        builder.preopened_dir(dir, &*guest_path, FsPerms::ReadOnly)?;
-    }
-    Ok(builder.build())
 }
 
 async fn call_handle(

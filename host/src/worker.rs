@@ -21,12 +21,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, JobSettings};
 use crate::host_api::{ChildEnqueuer, ChildRequest, EnqueueFuture, JobHooks};
-use crate::limits::JobLimits;
 use crate::registry::{Registry, describe};
-use crate::sandbox::{Attempt, ErrorKind, Grants, JobInput, Outcome};
+use crate::sandbox::{Attempt, ErrorKind, JobInput, Outcome};
 use crate::store::{
-    AttemptRecord, Job, JobStore, NewJob, OutcomeClass, Progress, SettleAction, Settlement,
-    Timestamp,
+    AttemptRecord, Job, JobStore, NewJob, Progress, SettleAction, Settlement, Timestamp,
 };
 
 /// Most jobs claimed in one round trip.
@@ -365,8 +363,8 @@ async fn run_job<S: JobStore + 'static>(shared: Arc<Shared<S>>, job: Job, _permi
         .run(
             &handler,
             &input,
-            &limits(&settings),
-            &grants(&settings),
+            &settings.limits,
+            &settings.grants,
             hooks,
             &running.cancel,
         )
@@ -430,28 +428,6 @@ fn unknown_handler<S>(shared: &Shared<S>, job: &Job) -> Settlement {
     }
 }
 
-fn limits(settings: &JobSettings) -> JobLimits {
-    JobLimits {
-        timeout: settings.timeout,
-        memory: settings.memory,
-        fuel: settings.fuel,
-        max_result: usize::try_from(settings.max_result).unwrap_or(usize::MAX),
-        max_log: usize::try_from(settings.max_log).unwrap_or(usize::MAX),
-    }
-}
-
-fn grants(settings: &JobSettings) -> Grants {
-    Grants {
-        env: settings
-            .grants
-            .env
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-        dir: settings.grants.dir.clone(),
-    }
-}
-
 /// Turns an attempt into the settlement that records it; `None` if the job is no longer ours.
 fn settle_attempt<S>(
     job: &Job,
@@ -466,7 +442,7 @@ fn settle_attempt<S>(
         digest: Some(attempt.digest.clone()),
         started_at,
         ended_at,
-        outcome: outcome_class(&attempt.outcome),
+        outcome: attempt.outcome.class(),
         message: attempt.outcome.message(),
         wall_ms: u64::try_from(attempt.wall.as_millis()).unwrap_or(u64::MAX),
         fuel: Some(attempt.fuel_used),
@@ -516,19 +492,6 @@ fn retry_delay(settings: &JobSettings, attempt: u32, outcome: &Outcome) -> Durat
             ..
         } => backoff.max(*asked),
         _ => backoff,
-    }
-}
-
-fn outcome_class(outcome: &Outcome) -> OutcomeClass {
-    match outcome {
-        Outcome::Ok(_) => OutcomeClass::Ok,
-        Outcome::Error { .. } => OutcomeClass::Error,
-        Outcome::Timeout => OutcomeClass::Timeout,
-        Outcome::OutOfFuel => OutcomeClass::OutOfFuel,
-        Outcome::MemoryLimit => OutcomeClass::MemoryLimit,
-        Outcome::Trap { .. } => OutcomeClass::Trap,
-        Outcome::Panic { .. } => OutcomeClass::Panic,
-        Outcome::Cancelled => OutcomeClass::Cancelled,
     }
 }
 
@@ -710,7 +673,7 @@ async fn renewer<S: JobStore>(shared: Arc<Shared<S>>, stop: CancellationToken) {
 
 /// Returns jobs of dead hosts to their queues and prunes finished jobs past retention.
 async fn reaper<S: JobStore>(shared: Arc<Shared<S>>, stop: CancellationToken) {
-    let retention = store_retention(&shared.config);
+    let retention = &shared.config.retention;
     loop {
         let now = shared.clock.now();
         match shared.store.recover(now).await {
@@ -718,35 +681,12 @@ async fn reaper<S: JobStore>(shared: Arc<Shared<S>>, stop: CancellationToken) {
             Ok(n) => tracing::warn!(jobs = n, "recovered jobs whose lease expired"),
             Err(error) => tracing::warn!("failed to recover expired leases: {}", describe(&error)),
         }
-        if let Err(error) = shared.store.prune(&retention, now).await {
+        if let Err(error) = shared.store.prune(retention, now).await {
             tracing::warn!("failed to prune finished jobs: {}", describe(&error));
         }
         tokio::select! {
             () = tokio::time::sleep(REAP_EVERY) => {}
             () = stop.cancelled() => return,
         }
-    }
-}
-
-/// The store's retention policy: each configured queue's own, the defaults for the rest.
-fn store_retention(config: &Config) -> crate::store::RetentionPolicy {
-    let store = |keep: crate::config::Retention| {
-        let count = |n: u64| Some(usize::try_from(n).unwrap_or(usize::MAX));
-        crate::store::Retention {
-            succeeded_max_age: Some(keep.succeeded.age),
-            succeeded_max_count: count(keep.succeeded.count),
-            failed_max_age: Some(keep.failed.age),
-            failed_max_count: count(keep.failed.count),
-            cancelled_max_age: Some(keep.failed.age),
-            cancelled_max_count: count(keep.failed.count),
-        }
-    };
-    crate::store::RetentionPolicy {
-        default: store(config.default_retention),
-        queues: config
-            .queues
-            .iter()
-            .map(|(name, queue)| (name.clone(), store(queue.retention)))
-            .collect(),
     }
 }

@@ -18,7 +18,7 @@ use wasmtime::component::types::ComponentItem;
 use crate::config::{Config, StoreConfig};
 use crate::engine::{Runtime, RuntimeSettings};
 use crate::registry::{LoadSource, Registry, describe};
-use crate::store::{AnyStore, Durability, EmbeddedStore};
+use crate::store::AnyStore;
 
 /// Exit code for a failed job (`--wait`) or an invalid handler (`check`).
 pub const EXIT_FAILED: u8 = 1;
@@ -327,30 +327,25 @@ pub struct UsageError(pub String);
 
 /// Opens the job store the configuration names.
 pub async fn open_store(config: &Config) -> anyhow::Result<AnyStore> {
-    match &config.store {
-        StoreConfig::Embedded { path, durability } => {
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).with_context(|| {
-                    format!(
-                        "failed to create job store directory `{}`",
-                        parent.display()
-                    )
-                })?;
-            }
-            let durability = match durability {
-                crate::config::Durability::Normal => Durability::Normal,
-                crate::config::Durability::Full => Durability::Full,
-            };
-            let store = EmbeddedStore::open(path, durability)
-                .with_context(|| format!("failed to open job store `{}`", path.display()))?;
-            Ok(AnyStore::Embedded(store))
-        }
-        StoreConfig::Redis(target, ca_file) => {
-            let mut target = crate::store::RedisTarget::from(target.clone());
-            target.ca_file.clone_from(ca_file);
-            AnyStore::open_redis(target)
-                .await
-                .context("failed to connect to the Redis job store")
-        }
+    if let StoreConfig::Embedded { path, .. } = &config.store
+        && let Some(parent) = path.parent()
+    {
+        std::fs::create_dir_all(parent).with_context(|| {
+            format!(
+                "failed to create job store directory `{}`",
+                parent.display()
+            )
+        })?;
     }
+    config
+        .store
+        .open()
+        .await
+        .map_err(|error| match &config.store {
+            StoreConfig::Embedded { path, .. } => anyhow::Error::new(error)
+                .context(format!("failed to open job store `{}`", path.display())),
+            StoreConfig::Redis(_) => {
+                anyhow::Error::new(error).context("failed to connect to the Redis job store")
+            }
+        })
 }

@@ -29,7 +29,8 @@
 //! memory = "64MiB"                   # linear-memory cap of one attempt
 //! fuel = "unlimited"                 # or an integer: the CPU (fuel) budget of one attempt
 //! backoff = { initial = "1s", max = "5m", jitter = 0.2 }
-//! retention = { succeeded = { count = 1000, age = "1d" }, failed = { count = 10000, age = "7d" } }
+//! retention = { succeeded = { count = 1000, age = "1d" }, failed = { count = 10000, age = "7d" },
+//!               cancelled = { count = 10000, age = "7d" } }
 //! max_result = "1MiB"                # cap on a handler's result bytes
 //! max_log = "64KiB"                  # cap on captured log/stdout/stderr per attempt
 //!
@@ -60,6 +61,10 @@ use std::time::Duration;
 
 pub use error::{ConfigError, Location};
 
+pub use crate::capabilities::Grants;
+pub use crate::limits::JobLimits;
+pub use crate::store::{Durability, Keep, RedisTarget, Retention, RetentionPolicy, StoreConfig};
+
 /// The name of the queue that always exists and that handlers use unless configured otherwise.
 pub const DEFAULT_QUEUE: &str = "default";
 
@@ -73,8 +78,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// Per-job settings for jobs whose queue and handler override nothing.
     pub defaults: JobSettings,
-    /// Retention of finished jobs on queues that do not set their own.
-    pub default_retention: Retention,
+    /// How long finished jobs are kept: each configured queue's own, `[defaults]` for the rest.
+    pub retention: RetentionPolicy,
     /// Every configured queue by name, always including [`DEFAULT_QUEUE`].
     pub queues: BTreeMap<String, QueueConfig>,
     /// Handlers that have a `[handlers.NAME]` table. A loaded handler without one uses the
@@ -106,39 +111,6 @@ pub struct HostConfig {
     pub unknown_handler_grace: Duration,
 }
 
-/// `[store]`: where jobs are kept.
-#[derive(Debug, Clone, PartialEq)]
-pub enum StoreConfig {
-    /// One SQLite file, shared by the host and the CLI on this machine.
-    Embedded {
-        /// The database file; created if missing.
-        path: PathBuf,
-        durability: Durability,
-    },
-    /// Redis, shared by hosts on many machines; with the PEM file of the certificate
-    /// authority to trust for `rediss://` instead of the system's.
-    Redis(RedisTarget, Option<PathBuf>),
-}
-
-/// How hard the embedded store works to keep committed jobs across a power loss.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Durability {
-    /// WAL with `synchronous = NORMAL`: a crash of the process loses nothing, a power loss
-    /// may lose the last commits.
-    Normal,
-    /// `synchronous = FULL`: every commit is fsynced.
-    Full,
-}
-
-/// Which Redis deployment the store talks to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RedisTarget {
-    /// One server (or a proxy), by `redis://` or `rediss://` URL.
-    Server(String),
-    /// A Redis Cluster, by the URLs of some of its nodes.
-    Cluster(Vec<String>),
-}
-
 /// `[queues.NAME]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueueConfig {
@@ -150,8 +122,6 @@ pub struct QueueConfig {
     /// Whether the queue is configured paused: it accepts jobs but runs none.
     /// `kiln pause`/`kiln resume` change a queue's state at run time.
     pub paused: bool,
-    /// How long finished jobs of this queue are kept.
-    pub retention: Retention,
     /// Per-job keys set on this queue.
     overrides: Overrides,
 }
@@ -167,36 +137,17 @@ pub struct HandlerConfig {
     overrides: Overrides,
 }
 
-/// Opt-in WASI access for one handler. The default grants nothing: no environment
-/// variables, no directories.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Grants {
-    /// Environment variables visible to the handler, name to value. Values come from the
-    /// config, never from the host's own environment.
-    pub env: BTreeMap<String, String>,
-    /// One host directory the handler may read, preopened read-only; the runtime chooses the
-    /// path the guest sees it under.
-    pub dir: Option<PathBuf>,
-}
-
 /// Everything that governs one attempt of one job, resolved from handler > queue > defaults.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobSettings {
     /// Attempts before the job fails for good; 1 means no retries.
     pub max_attempts: u32,
-    /// Wall-clock deadline of one attempt; the sandbox is dropped when it passes.
-    pub timeout: Duration,
-    /// Cap on the sandbox's linear memory in bytes.
-    pub memory: u64,
-    /// CPU budget of one attempt in wasmtime fuel units; `None` is unlimited.
-    pub fuel: Option<u64>,
     /// Delay before each retry.
     pub backoff: Backoff,
-    /// Cap on the bytes a handler may return as its result; more is an error, not host memory.
-    pub max_result: u64,
-    /// Cap on the bytes of log, stdout and stderr captured per attempt.
-    pub max_log: u64,
-    /// The handler's WASI grants (empty unless the handler configures some).
+    /// What one attempt may use: deadline, memory, fuel, output caps. Handed to the sandbox
+    /// as it is.
+    pub limits: JobLimits,
+    /// What the handler's sandbox may reach beyond the deny-everything default.
     pub grants: Grants,
 }
 
@@ -235,33 +186,6 @@ impl Backoff {
     }
 }
 
-/// How many finished jobs of a queue are kept, and for how long. Older or surplus jobs are
-/// deleted so the store does not grow without bound.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Retention {
-    /// Jobs that succeeded; usually only kept for inspection, so kept briefly.
-    pub succeeded: Keep,
-    /// Jobs that failed for good (the dead letters); kept longer so they can be retried.
-    pub failed: Keep,
-}
-
-/// One side of a [`Retention`]: a job is deleted once it is beyond the newest `count` or
-/// older than `age`, whichever comes first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Keep {
-    /// How many of the newest finished jobs are kept at most.
-    pub count: u64,
-    /// How long after finishing a job is kept at most.
-    pub age: Duration,
-}
-
-impl Keep {
-    /// Whether no finished job is kept at all (a count or an age of zero).
-    pub fn keeps_none(&self) -> bool {
-        self.count == 0 || self.age.is_zero()
-    }
-}
-
 /// Per-job keys set on one queue or handler table; `None` inherits.
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Overrides {
@@ -273,22 +197,23 @@ struct Overrides {
     backoff_initial: Option<Duration>,
     backoff_max: Option<Duration>,
     backoff_jitter: Option<f64>,
-    max_result: Option<u64>,
-    max_log: Option<u64>,
+    max_result: Option<usize>,
+    max_log: Option<usize>,
 }
 
 impl Overrides {
     fn apply_to(&self, settings: &mut JobSettings) {
         let s = settings;
         s.max_attempts = self.max_attempts.unwrap_or(s.max_attempts);
-        s.timeout = self.timeout.unwrap_or(s.timeout);
-        s.memory = self.memory.unwrap_or(s.memory);
-        s.fuel = self.fuel.unwrap_or(s.fuel);
         s.backoff.initial = self.backoff_initial.unwrap_or(s.backoff.initial);
         s.backoff.max = self.backoff_max.unwrap_or(s.backoff.max);
         s.backoff.jitter = self.backoff_jitter.unwrap_or(s.backoff.jitter);
-        s.max_result = self.max_result.unwrap_or(s.max_result);
-        s.max_log = self.max_log.unwrap_or(s.max_log);
+        let l = &mut s.limits;
+        l.timeout = self.timeout.unwrap_or(l.timeout);
+        l.memory = self.memory.unwrap_or(l.memory);
+        l.fuel = self.fuel.unwrap_or(l.fuel);
+        l.max_result = self.max_result.unwrap_or(l.max_result);
+        l.max_log = self.max_log.unwrap_or(l.max_log);
     }
 }
 
@@ -337,9 +262,7 @@ impl Config {
 
     /// Retention of finished jobs on `queue` (the defaults for an unconfigured queue).
     pub fn retention(&self, queue: &str) -> Retention {
-        self.queues
-            .get(queue)
-            .map_or(self.default_retention, |q| q.retention)
+        self.retention.of(queue)
     }
 
     /// The largest memory cap any job may get under this configuration: what the runtime's
@@ -347,6 +270,8 @@ impl Config {
     pub fn max_job_memory(&self) -> u64 {
         let queues = self.queues.values().filter_map(|q| q.overrides.memory);
         let handlers = self.handlers.values().filter_map(|h| h.overrides.memory);
-        queues.chain(handlers).fold(self.defaults.memory, u64::max)
+        queues
+            .chain(handlers)
+            .fold(self.defaults.limits.memory, u64::max)
     }
 }

@@ -94,12 +94,13 @@ pub(super) struct RawBackoff {
     pub jitter: Value<f64>,
 }
 
-/// `retention = { succeeded = {..}, failed = {..} }`, any subset.
+/// `retention = { succeeded = {..}, failed = {..}, cancelled = {..} }`, any subset.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRetention {
     pub succeeded: Option<RawKeep>,
     pub failed: Option<RawKeep>,
+    pub cancelled: Option<RawKeep>,
 }
 
 /// One side of a retention policy: `{ count, age }`, either or both.

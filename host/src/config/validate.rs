@@ -17,9 +17,12 @@ use super::raw::{
     RawRetention, RawStore, Scalar,
 };
 use super::{
-    Backoff, Config, DEFAULT_QUEUE, Durability, Grants, HandlerConfig, HostConfig, JobSettings,
-    Keep, Overrides, QueueConfig, RedisTarget, Retention, StoreConfig, env, units,
+    Backoff, Config, DEFAULT_QUEUE, Durability, Grants, HandlerConfig, HostConfig, JobLimits,
+    JobSettings, Keep, Overrides, QueueConfig, RedisTarget, Retention, RetentionPolicy,
+    StoreConfig, env, units,
 };
+use crate::capabilities;
+use crate::store::DEFAULT_MAX_ATTEMPTS;
 
 /// The smallest memory cap: one 64KiB wasm page. Below it no module can instantiate.
 const MIN_MEMORY: u64 = 64 << 10;
@@ -65,9 +68,13 @@ impl Checker<'_> {
         let default_retention =
             self.retention("defaults", &raw.defaults.retention, builtin_retention())?;
 
+        let mut retention = RetentionPolicy::uniform(default_retention);
         let mut queues = BTreeMap::new();
         for (name, q) in &raw.queues {
-            let queue = self.queue(name.get_ref(), q, host.concurrency, default_retention)?;
+            let prefix = format!("queues.{}", name.get_ref());
+            let kept = self.retention(&prefix, &q.retention, default_retention)?;
+            retention.queues.insert(name.get_ref().clone(), kept);
+            let queue = self.queue(&prefix, q, host.concurrency)?;
             queues.insert(name.get_ref().clone(), queue);
         }
         queues
@@ -76,7 +83,6 @@ impl Checker<'_> {
                 concurrency: host.concurrency,
                 priority: 0,
                 paused: false,
-                retention: default_retention,
                 overrides: Overrides::default(),
             });
         let mut handlers = BTreeMap::new();
@@ -90,21 +96,19 @@ impl Checker<'_> {
             host,
             store,
             defaults,
-            default_retention,
+            retention,
             queues,
             handlers,
         })
     }
 
-    /// `[queues.NAME]`; an absent concurrency is the host's.
+    /// `[queues.NAME]` (`prefix` is `queues.NAME`); an absent concurrency is the host's.
     fn queue(
         &self,
-        name: &str,
+        prefix: &str,
         q: &RawQueue,
         host_concurrency: usize,
-        default_retention: Retention,
     ) -> Result<QueueConfig, ConfigError> {
-        let prefix = format!("queues.{name}");
         Ok(QueueConfig {
             concurrency: match &q.concurrency {
                 Some(v) => self.concurrency(&format!("{prefix}.concurrency"), v)?,
@@ -115,8 +119,7 @@ impl Checker<'_> {
                 None => 0,
             },
             paused: q.paused.as_ref().is_some_and(|p| *p.get_ref()),
-            retention: self.retention(&prefix, &q.retention, default_retention)?,
-            overrides: self.overrides(&prefix, q.job_keys())?,
+            overrides: self.overrides(prefix, q.job_keys())?,
         })
     }
 
@@ -210,8 +213,9 @@ impl Checker<'_> {
             }
         };
         if redis {
-            let ca_file = raw.ca_file.as_ref().map(|file| self.path(file.get_ref()));
-            return Ok(StoreConfig::Redis(self.redis(raw)?, ca_file));
+            let mut target = self.redis(raw)?;
+            target.ca_file = raw.ca_file.as_ref().map(|file| self.path(file.get_ref()));
+            return Ok(StoreConfig::Redis(target));
         }
         let stray = [
             ("store.url", raw.url.as_ref().map(Spanned::span)),
@@ -238,7 +242,7 @@ impl Checker<'_> {
             )),
             (Some(url), None) => {
                 self.redis_url("store.url", url)?;
-                Ok(RedisTarget::Server(url.get_ref().clone()))
+                Ok(RedisTarget::server(url.get_ref()))
             }
             (None, Some(nodes)) if nodes.get_ref().is_empty() => Err(self.origins.invalid(
                 "store.nodes",
@@ -250,7 +254,7 @@ impl Checker<'_> {
                     self.redis_url("store.nodes", node)?;
                 }
                 let urls = nodes.get_ref().iter().map(|n| n.get_ref().clone());
-                Ok(RedisTarget::Cluster(urls.collect()))
+                Ok(RedisTarget::cluster(urls))
             }
             (None, None) => Err(self.origins.invalid(
                 "store.backend",
@@ -286,8 +290,10 @@ impl Checker<'_> {
             timeout: self.positive_duration(&key("timeout"), keys.timeout)?,
             memory: self.memory(&key("memory"), keys.memory)?,
             fuel: self.fuel(&key("fuel"), keys.fuel)?,
-            max_result: self.size(&key("max_result"), keys.max_result)?,
-            max_log: self.size(&key("max_log"), keys.max_log)?,
+            max_result: self
+                .size(&key("max_result"), keys.max_result)?
+                .map(to_usize),
+            max_log: self.size(&key("max_log"), keys.max_log)?.map(to_usize),
             ..Overrides::default()
         };
         if let Some(b) = keys.backoff {
@@ -336,7 +342,7 @@ impl Checker<'_> {
             let key = |name: &str| format!("{prefix}.retention.{side}.{name}");
             Ok(Keep {
                 count: match &raw.count {
-                    Some(v) => self.int(&key("count"), v, 0, i64::MAX)? as u64,
+                    Some(v) => self.int(&key("count"), v, 0, i64::MAX)?.unsigned_abs(),
                     None => base.count,
                 },
                 age: match &raw.age {
@@ -348,6 +354,7 @@ impl Checker<'_> {
         Ok(Retention {
             succeeded: keep("succeeded", &raw.succeeded, base.succeeded)?,
             failed: keep("failed", &raw.failed, base.failed)?,
+            cancelled: keep("cancelled", &raw.cancelled, base.cancelled)?,
         })
     }
 
@@ -357,12 +364,11 @@ impl Checker<'_> {
         };
         let mut env = BTreeMap::new();
         for (name, value) in &raw.env {
-            let bad = name.get_ref().is_empty() || name.get_ref().contains(['=', '\0']);
-            if bad || value.get_ref().contains('\0') {
+            if let Err(reason) = capabilities::env::check(name.get_ref(), value.get_ref()) {
                 return Err(self.origins.invalid(
                     format!("{prefix}.grants.env.{}", name.get_ref()),
                     &name.span(),
-                    "not a valid environment variable name and value",
+                    reason,
                 ));
             }
             env.insert(name.get_ref().clone(), value.get_ref().clone());
@@ -495,32 +501,36 @@ fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
 
+fn to_usize(bytes: u64) -> usize {
+    usize::try_from(bytes).unwrap_or(usize::MAX)
+}
+
 fn builtin_defaults() -> JobSettings {
     JobSettings {
-        max_attempts: 3,
-        timeout: secs(30),
-        memory: 64 << 20,
-        fuel: None,
+        max_attempts: DEFAULT_MAX_ATTEMPTS,
         backoff: Backoff {
             initial: secs(1),
             max: secs(300),
             jitter: 0.2,
         },
-        max_result: 1 << 20,
-        max_log: 64 << 10,
+        limits: JobLimits::default(),
         grants: Grants::default(),
     }
 }
 
+/// Succeeded jobs are kept a day, failed and cancelled ones a week, each up to a count per
+/// queue.
 fn builtin_retention() -> Retention {
+    let week = Keep {
+        count: 10_000,
+        age: secs(7 * 86_400),
+    };
     Retention {
         succeeded: Keep {
             count: 1000,
             age: secs(86_400),
         },
-        failed: Keep {
-            count: 10_000,
-            age: secs(7 * 86_400),
-        },
+        failed: week,
+        cancelled: week,
     }
 }

@@ -28,10 +28,11 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use tokio::sync::Notify;
 
+use super::lifecycle::{Held, Transition};
 use super::{
     AttemptRecord, CancelOutcome, Enqueued, Job, JobState, JobStore, Lease, ListFilter, NewJob,
-    OutcomeClass, Page, Progress, QueueCounts, RenewReport, RetentionPolicy, RetryTarget,
-    SettleAction, Settlement, StoreError, StoreResult, Timestamp, UnknownJobState,
+    Page, Progress, QueueCounts, RenewReport, RetentionPolicy, RetryTarget, SettleAction,
+    Settlement, StoreError, StoreResult, Timestamp, UnknownJobState,
 };
 
 /// Schema version written to `PRAGMA user_version`; a file with a larger one is refused.
@@ -439,76 +440,6 @@ fn renew_batch(
     Ok(report)
 }
 
-/// Where one settled (or recovered) job goes.
-enum Transition {
-    /// To a finished state.
-    Finish {
-        state: JobState,
-        result: Option<Vec<u8>>,
-        error: Option<String>,
-    },
-    /// Back to scheduled/waiting at `at`; `uncount` takes the attempt back (release).
-    Requeue {
-        at: Timestamp,
-        error: Option<String>,
-        uncount: bool,
-    },
-    /// Gone: it succeeded and no succeeded job is kept.
-    Delete,
-}
-
-/// What a held job looks like when a settlement or the reaper decides its fate.
-#[derive(Default)]
-struct Held {
-    attempts: u32,
-    max_attempts: u32,
-    cancel_requested: bool,
-}
-
-impl Held {
-    fn transition(&self, action: SettleAction) -> Transition {
-        let cancelled = Transition::Finish {
-            state: JobState::Cancelled,
-            result: None,
-            error: None,
-        };
-        match action {
-            SettleAction::Succeed { result } => Transition::Finish {
-                state: JobState::Succeeded,
-                result: Some(result),
-                error: None,
-            },
-            SettleAction::SucceedAndDelete => Transition::Delete,
-            SettleAction::Fail { error } => Transition::Finish {
-                state: JobState::Failed,
-                result: None,
-                error: Some(error),
-            },
-            SettleAction::Cancel => cancelled,
-            SettleAction::Retry { .. } | SettleAction::Release { .. } if self.cancel_requested => {
-                cancelled
-            }
-            SettleAction::Retry { error, .. } if self.attempts >= self.max_attempts => {
-                Transition::Finish {
-                    state: JobState::Failed,
-                    result: None,
-                    error: Some(error),
-                }
-            }
-            SettleAction::Retry { at, error } => Transition::Requeue {
-                at,
-                error: Some(error),
-                uncount: false,
-            },
-            SettleAction::Release { at } => Transition::Requeue {
-                at,
-                error: None,
-                uncount: true,
-            },
-        }
-    }
-}
-
 /// Applies `transition` to job `id` if `owner` still holds it, appending `attempt` (JSON) to
 /// its history if given. Returns whether it was applied.
 fn apply(
@@ -542,11 +473,7 @@ fn apply(
                 owner
             ])?,
         Transition::Requeue { at, error, uncount } => {
-            let state = if at > now {
-                JobState::Scheduled
-            } else {
-                JobState::Waiting
-            };
+            let state = Transition::requeued_state(at, now);
             tx.prepare_cached(
                 "UPDATE jobs SET state = ?2, run_at = ?3, error = COALESCE(?4, error), \
                  attempts = attempts - ?5, lease_owner = NULL, lease_expires_at = NULL, \
@@ -639,7 +566,7 @@ fn settle_batch(
             Some(record) if !is_release => Some(attempt_json(&id, record)?),
             _ => None,
         };
-        let transition = held.transition(action);
+        let transition = held.settle(action);
         let requeues = matches!(transition, Transition::Requeue { .. });
         if apply(&tx, &id, &owner, transition, record.as_deref(), now).map_err(db(context))? {
             requeued |= requeues;
@@ -677,36 +604,11 @@ fn recover_expired(conn: &mut Connection, now: Timestamp) -> StoreResult<usize> 
         .map_err(db(context))?
     };
     for (id, held, claimed_at, owner, expires_at) in &expired {
-        let message = format!(
-            "lease held by `{}` expired at {}",
-            owner.as_deref().unwrap_or("unknown"),
-            Timestamp(*expires_at)
-        );
-        let started_at = Timestamp(claimed_at.unwrap_or(*expires_at));
-        let record = AttemptRecord {
-            attempt: held.attempts,
-            digest: None,
-            started_at,
-            ended_at: now,
-            outcome: OutcomeClass::Lost,
-            message: Some(message.clone()),
-            wall_ms: u64::try_from(now.since(started_at).as_millis()).unwrap_or(u64::MAX),
-            fuel: None,
-        };
-        let transition = if held.attempts >= held.max_attempts && !held.cancel_requested {
-            Transition::Finish {
-                state: JobState::Failed,
-                result: None,
-                error: Some("lease expired after the last attempt".to_owned()),
-            }
-        } else {
-            held.transition(SettleAction::Retry {
-                at: now,
-                error: message,
-            })
-        };
-        let json = attempt_json(id, &record)?;
         let owner = owner.as_deref().unwrap_or_default();
+        let expires_at = Timestamp(*expires_at);
+        let claimed_at = claimed_at.map_or(expires_at, Timestamp);
+        let (transition, record) = held.lost(owner, claimed_at, expires_at, now);
+        let json = attempt_json(id, &record)?;
         apply(&tx, id, owner, transition, Some(&json), now).map_err(db(context))?;
     }
     tx.prepare_cached(
@@ -902,8 +804,8 @@ fn prune_jobs(
         .map_err(db(context))?;
     let mut deleted = 0;
     for queue in &queues {
-        for (state, max_age, max_count) in policy.of(queue).rules() {
-            if let Some(age) = max_age {
+        for (state, keep) in policy.of(queue).rules() {
+            if let Some(age) = keep.max_age() {
                 let cutoff = now
                     .0
                     .saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX));
@@ -914,7 +816,7 @@ fn prune_jobs(
                     .and_then(|mut stmt| stmt.execute(params![state.as_str(), queue, cutoff]))
                     .map_err(db(context))?;
             }
-            if let Some(count) = max_count {
+            if let Some(count) = keep.max_count() {
                 let keep = i64::try_from(count).unwrap_or(i64::MAX);
                 deleted += tx
                     .prepare_cached(

@@ -15,18 +15,21 @@
 //!   while that worker still holds the lease; otherwise it is reported back, never applied.
 //! - Batches are atomic: one `claim` or one `settle` call is one transaction.
 
+mod any;
 pub mod embedded;
+pub mod lifecycle;
 pub mod redis;
 
 use std::fmt;
 use std::future::Future;
 use std::ops::Add;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use any::{AnyStore, StoreConfig};
 pub use embedded::{Durability, EmbeddedStore};
 pub use redis::{RedisEndpoint, RedisStore, RedisTarget};
 
@@ -227,6 +230,29 @@ pub enum OutcomeClass {
     Cancelled,
     /// Its lease expired: the host running it died or stalled.
     Lost,
+}
+
+impl OutcomeClass {
+    /// The kebab-case name stored with each attempt and shown by the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutcomeClass::Ok => "ok",
+            OutcomeClass::Error => "error",
+            OutcomeClass::Timeout => "timeout",
+            OutcomeClass::OutOfFuel => "out-of-fuel",
+            OutcomeClass::MemoryLimit => "memory-limit",
+            OutcomeClass::Trap => "trap",
+            OutcomeClass::Panic => "panic",
+            OutcomeClass::Cancelled => "cancelled",
+            OutcomeClass::Lost => "lost",
+        }
+    }
+}
+
+impl fmt::Display for OutcomeClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// One attempt of a job, kept in its history for `kiln status`.
@@ -430,38 +456,68 @@ pub enum CancelOutcome {
     AlreadyFinished(JobState),
 }
 
-/// How long finished jobs are kept. `None` means no limit of that kind.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// How many finished jobs of one state a queue keeps, and for how long: a job is deleted
+/// once it is beyond the newest `count` or older than `age`, whichever comes first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keep {
+    /// How many of the newest finished jobs are kept at most; `u64::MAX` is no limit.
+    pub count: u64,
+    /// How long after finishing a job is kept at most; `Duration::MAX` is no limit.
+    pub age: Duration,
+}
+
+impl Keep {
+    /// Keeps every job, forever.
+    pub const ALL: Keep = Keep {
+        count: u64::MAX,
+        age: Duration::MAX,
+    };
+
+    /// Whether no finished job is kept at all (a count or an age of zero).
+    pub fn keeps_none(&self) -> bool {
+        self.count == 0 || self.age.is_zero()
+    }
+
+    /// The count limit, `None` when there is none.
+    pub fn max_count(&self) -> Option<u64> {
+        (self.count != u64::MAX).then_some(self.count)
+    }
+
+    /// The age limit, `None` when there is none.
+    pub fn max_age(&self) -> Option<Duration> {
+        (self.age != Duration::MAX).then_some(self.age)
+    }
+}
+
+/// How long a queue's finished jobs are kept, per finished state, so the store does not grow
+/// without bound. The default keeps everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {
-    /// Delete succeeded jobs that finished longer ago than this.
-    pub succeeded_max_age: Option<Duration>,
-    /// Keep at most this many succeeded jobs (the most recently finished).
-    pub succeeded_max_count: Option<usize>,
-    /// Delete failed jobs that finished longer ago than this.
-    pub failed_max_age: Option<Duration>,
-    /// Keep at most this many failed jobs.
-    pub failed_max_count: Option<usize>,
-    /// Delete cancelled jobs that finished longer ago than this.
-    pub cancelled_max_age: Option<Duration>,
-    /// Keep at most this many cancelled jobs.
-    pub cancelled_max_count: Option<usize>,
+    /// Jobs that succeeded; usually kept only for inspection, so briefly.
+    pub succeeded: Keep,
+    /// Jobs that failed for good (the dead letters); kept longer so they can be retried.
+    pub failed: Keep,
+    /// Jobs that were cancelled.
+    pub cancelled: Keep,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            succeeded: Keep::ALL,
+            failed: Keep::ALL,
+            cancelled: Keep::ALL,
+        }
+    }
 }
 
 impl Retention {
-    /// Each finished state with its age and count limits.
-    pub fn rules(&self) -> [(JobState, Option<Duration>, Option<usize>); 3] {
+    /// Each finished state with what is kept of it.
+    pub fn rules(&self) -> [(JobState, Keep); 3] {
         [
-            (
-                JobState::Succeeded,
-                self.succeeded_max_age,
-                self.succeeded_max_count,
-            ),
-            (JobState::Failed, self.failed_max_age, self.failed_max_count),
-            (
-                JobState::Cancelled,
-                self.cancelled_max_age,
-                self.cancelled_max_count,
-            ),
+            (JobState::Succeeded, self.succeeded),
+            (JobState::Failed, self.failed),
+            (JobState::Cancelled, self.cancelled),
         ]
     }
 }
@@ -681,126 +737,4 @@ pub trait JobStore: Send + Sync {
         &self,
         queues: &[String],
     ) -> impl Future<Output = StoreResult<Option<Timestamp>>> + Send;
-}
-
-/// The store chosen at run time from configuration. An enum that delegates, so callers stay
-/// generic-free and nothing needs `dyn`.
-#[derive(Clone)]
-pub enum AnyStore {
-    /// The SQLite file store.
-    Embedded(EmbeddedStore),
-    /// The Redis (or Redis Cluster) store shared by many hosts.
-    Redis(RedisStore),
-}
-
-impl AnyStore {
-    /// Opens (creating if needed) the SQLite store at `path` with the default durability.
-    /// Blocks briefly on file I/O; call it at start-up.
-    pub fn open_embedded(path: impl AsRef<Path>) -> StoreResult<AnyStore> {
-        EmbeddedStore::open(path, Durability::default()).map(AnyStore::Embedded)
-    }
-
-    /// Connects to the Redis store at `target`; fails if no node answers.
-    pub async fn open_redis(target: RedisTarget) -> StoreResult<AnyStore> {
-        RedisStore::open(target).await.map(AnyStore::Redis)
-    }
-}
-
-/// Forwards one `JobStore` call to whichever store the enum holds.
-macro_rules! delegate {
-    ($self:ident, $store:ident => $call:expr) => {
-        match $self {
-            AnyStore::Embedded($store) => $call.await,
-            AnyStore::Redis($store) => $call.await,
-        }
-    };
-}
-
-impl JobStore for AnyStore {
-    async fn enqueue(&self, jobs: Vec<NewJob>, now: Timestamp) -> StoreResult<Vec<Enqueued>> {
-        delegate!(self, s => s.enqueue(jobs, now))
-    }
-
-    async fn claim(
-        &self,
-        queue: &str,
-        max: usize,
-        owner: &str,
-        lease: Duration,
-        now: Timestamp,
-    ) -> StoreResult<Vec<Job>> {
-        delegate!(self, s => s.claim(queue, max, owner, lease, now))
-    }
-
-    async fn renew(
-        &self,
-        ids: &[String],
-        owner: &str,
-        lease: Duration,
-        now: Timestamp,
-    ) -> StoreResult<RenewReport> {
-        delegate!(self, s => s.renew(ids, owner, lease, now))
-    }
-
-    async fn settle(&self, batch: Vec<Settlement>, now: Timestamp) -> StoreResult<Vec<String>> {
-        delegate!(self, s => s.settle(batch, now))
-    }
-
-    async fn progress(
-        &self,
-        id: &str,
-        owner: &str,
-        progress: Progress,
-        now: Timestamp,
-    ) -> StoreResult<()> {
-        delegate!(self, s => s.progress(id, owner, progress, now))
-    }
-
-    async fn recover(&self, now: Timestamp) -> StoreResult<usize> {
-        delegate!(self, s => s.recover(now))
-    }
-
-    async fn get(&self, id: &str) -> StoreResult<Option<Job>> {
-        delegate!(self, s => s.get(id))
-    }
-
-    async fn list(&self, filter: ListFilter, page: Page) -> StoreResult<Vec<Job>> {
-        delegate!(self, s => s.list(filter, page))
-    }
-
-    async fn counts(&self) -> StoreResult<Vec<QueueCounts>> {
-        delegate!(self, s => s.counts())
-    }
-
-    async fn retry_failed(&self, target: RetryTarget, now: Timestamp) -> StoreResult<usize> {
-        delegate!(self, s => s.retry_failed(target, now))
-    }
-
-    async fn cancel(&self, id: &str, now: Timestamp) -> StoreResult<CancelOutcome> {
-        delegate!(self, s => s.cancel(id, now))
-    }
-
-    async fn pause(&self, queue: &str) -> StoreResult<()> {
-        delegate!(self, s => s.pause(queue))
-    }
-
-    async fn resume(&self, queue: &str) -> StoreResult<()> {
-        delegate!(self, s => s.resume(queue))
-    }
-
-    async fn clear(&self, queue: &str) -> StoreResult<usize> {
-        delegate!(self, s => s.clear(queue))
-    }
-
-    async fn prune(&self, policy: &RetentionPolicy, now: Timestamp) -> StoreResult<usize> {
-        delegate!(self, s => s.prune(policy, now))
-    }
-
-    async fn wait(&self, queues: &[String], now: Timestamp, timeout: Duration) -> StoreResult<()> {
-        delegate!(self, s => s.wait(queues, now, timeout))
-    }
-
-    async fn next_run_at(&self, queues: &[String]) -> StoreResult<Option<Timestamp>> {
-        delegate!(self, s => s.next_run_at(queues))
-    }
 }

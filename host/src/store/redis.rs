@@ -180,16 +180,6 @@ impl RedisTarget {
     }
 }
 
-impl From<crate::config::RedisTarget> for RedisTarget {
-    /// The configured deployment, with the default namespace.
-    fn from(config: crate::config::RedisTarget) -> Self {
-        match config {
-            crate::config::RedisTarget::Server(url) => RedisTarget::server(url),
-            crate::config::RedisTarget::Cluster(nodes) => RedisTarget::cluster(nodes),
-        }
-    }
-}
-
 /// The compiled scripts, hashed once per process.
 struct Scripts {
     enqueue: Script,
@@ -1271,14 +1261,9 @@ impl RedisStore {
     /// The finish time below which `queue`'s jobs in `state` exceed the newest `count`, or
     /// `None` if there are no more than `count`. Pruning below a time (rather than "all but
     /// N") never removes a job that finished after this was computed.
-    async fn count_cutoff(
-        &self,
-        queue: &str,
-        state: &str,
-        count: usize,
-    ) -> StoreResult<Option<i64>> {
+    async fn count_cutoff(&self, queue: &str, state: &str, count: u64) -> StoreResult<Option<i64>> {
         let key = self.keys(queue).key(state);
-        let total: usize = redis::cmd("ZCARD")
+        let total: u64 = redis::cmd("ZCARD")
             .arg(&key)
             .query_async(&mut self.conn())
             .await
@@ -1636,9 +1621,9 @@ impl JobStore for RedisStore {
         for queue in &self.queues().await? {
             let keys = self.keys(queue);
             let mut invocation = self.invocation(&SCRIPTS.prune, &keys, now);
-            for (state, max_age, max_count) in policy.of(queue).rules() {
-                let by_age = max_age.map(|age| now.0.saturating_sub(millis(age)));
-                let by_count = match max_count {
+            for (state, keep) in policy.of(queue).rules() {
+                let by_age = keep.max_age().map(|age| now.0.saturating_sub(millis(age)));
+                let by_count = match keep.max_count() {
                     Some(count) => self.count_cutoff(queue, state.as_str(), count).await?,
                     None => None,
                 };

@@ -1,0 +1,167 @@
+//! The store chosen at run time: [`StoreConfig`] (what `[store]` in the config names) and
+//! [`AnyStore`], an enum that delegates each `JobStore` call to the embedded or the Redis
+//! store, so callers stay generic-free and nothing needs `dyn`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{
+    CancelOutcome, Durability, EmbeddedStore, Enqueued, Job, JobStore, ListFilter, NewJob, Page,
+    Progress, QueueCounts, RedisStore, RedisTarget, RenewReport, RetentionPolicy, RetryTarget,
+    Settlement, StoreResult, Timestamp,
+};
+
+/// Where jobs are kept: `[store]` in the config, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// One SQLite file, shared by the host and the CLI on this machine.
+    Embedded {
+        /// The database file; created if missing.
+        path: PathBuf,
+        durability: Durability,
+    },
+    /// Redis (one server or a cluster), shared by hosts on many machines.
+    Redis(RedisTarget),
+}
+
+impl StoreConfig {
+    /// Opens the store this names: the SQLite file (on a blocking thread, creating it if
+    /// needed), or a connection to Redis.
+    pub async fn open(&self) -> StoreResult<AnyStore> {
+        match self {
+            StoreConfig::Embedded { path, durability } => {
+                let (path, durability) = (path.clone(), *durability);
+                let open =
+                    tokio::task::spawn_blocking(move || EmbeddedStore::open(path, durability));
+                let store = open.await.map_err(|join| super::StoreError::Backend {
+                    context: "open the job store".to_owned(),
+                    source: Box::new(join),
+                })??;
+                Ok(AnyStore::Embedded(store))
+            }
+            StoreConfig::Redis(target) => AnyStore::open_redis(target.clone()).await,
+        }
+    }
+}
+
+/// The store chosen at run time from configuration. An enum that delegates, so callers stay
+/// generic-free and nothing needs `dyn`.
+#[derive(Clone)]
+pub enum AnyStore {
+    /// The SQLite file store.
+    Embedded(EmbeddedStore),
+    /// The Redis (or Redis Cluster) store shared by many hosts.
+    Redis(RedisStore),
+}
+
+impl AnyStore {
+    /// Opens (creating if needed) the SQLite store at `path` with the default durability.
+    /// Blocks briefly on file I/O; call it at start-up.
+    pub fn open_embedded(path: impl AsRef<Path>) -> StoreResult<AnyStore> {
+        EmbeddedStore::open(path, Durability::default()).map(AnyStore::Embedded)
+    }
+
+    /// Connects to the Redis store at `target`; fails if no node answers.
+    pub async fn open_redis(target: RedisTarget) -> StoreResult<AnyStore> {
+        RedisStore::open(target).await.map(AnyStore::Redis)
+    }
+}
+
+/// Forwards one `JobStore` call to whichever store the enum holds.
+macro_rules! delegate {
+    ($self:ident, $store:ident => $call:expr) => {
+        match $self {
+            AnyStore::Embedded($store) => $call.await,
+            AnyStore::Redis($store) => $call.await,
+        }
+    };
+}
+
+impl JobStore for AnyStore {
+    async fn enqueue(&self, jobs: Vec<NewJob>, now: Timestamp) -> StoreResult<Vec<Enqueued>> {
+        delegate!(self, s => s.enqueue(jobs, now))
+    }
+
+    async fn claim(
+        &self,
+        queue: &str,
+        max: usize,
+        owner: &str,
+        lease: Duration,
+        now: Timestamp,
+    ) -> StoreResult<Vec<Job>> {
+        delegate!(self, s => s.claim(queue, max, owner, lease, now))
+    }
+
+    async fn renew(
+        &self,
+        ids: &[String],
+        owner: &str,
+        lease: Duration,
+        now: Timestamp,
+    ) -> StoreResult<RenewReport> {
+        delegate!(self, s => s.renew(ids, owner, lease, now))
+    }
+
+    async fn settle(&self, batch: Vec<Settlement>, now: Timestamp) -> StoreResult<Vec<String>> {
+        delegate!(self, s => s.settle(batch, now))
+    }
+
+    async fn progress(
+        &self,
+        id: &str,
+        owner: &str,
+        progress: Progress,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        delegate!(self, s => s.progress(id, owner, progress, now))
+    }
+
+    async fn recover(&self, now: Timestamp) -> StoreResult<usize> {
+        delegate!(self, s => s.recover(now))
+    }
+
+    async fn get(&self, id: &str) -> StoreResult<Option<Job>> {
+        delegate!(self, s => s.get(id))
+    }
+
+    async fn list(&self, filter: ListFilter, page: Page) -> StoreResult<Vec<Job>> {
+        delegate!(self, s => s.list(filter, page))
+    }
+
+    async fn counts(&self) -> StoreResult<Vec<QueueCounts>> {
+        delegate!(self, s => s.counts())
+    }
+
+    async fn retry_failed(&self, target: RetryTarget, now: Timestamp) -> StoreResult<usize> {
+        delegate!(self, s => s.retry_failed(target, now))
+    }
+
+    async fn cancel(&self, id: &str, now: Timestamp) -> StoreResult<CancelOutcome> {
+        delegate!(self, s => s.cancel(id, now))
+    }
+
+    async fn pause(&self, queue: &str) -> StoreResult<()> {
+        delegate!(self, s => s.pause(queue))
+    }
+
+    async fn resume(&self, queue: &str) -> StoreResult<()> {
+        delegate!(self, s => s.resume(queue))
+    }
+
+    async fn clear(&self, queue: &str) -> StoreResult<usize> {
+        delegate!(self, s => s.clear(queue))
+    }
+
+    async fn prune(&self, policy: &RetentionPolicy, now: Timestamp) -> StoreResult<usize> {
+        delegate!(self, s => s.prune(policy, now))
+    }
+
+    async fn wait(&self, queues: &[String], now: Timestamp, timeout: Duration) -> StoreResult<()> {
+        delegate!(self, s => s.wait(queues, now, timeout))
+    }
+
+    async fn next_run_at(&self, queues: &[String]) -> StoreResult<Option<Timestamp>> {
+        delegate!(self, s => s.next_run_at(queues))
+    }
+}
