@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use kiln::events::{Event, Events, Observer};
 use kiln::store::{AnyStore, Job, JobStore, NewJob, RedisTarget, Timestamp};
 use kiln::worker::{SystemClock, Worker};
 
@@ -29,13 +30,21 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 
 mod common;
 
-/// What the start hook records: throughput jobs by count and first/last start, latency jobs
+/// What the start observer records: throughput jobs by count and first/last start, latency jobs
 /// (payload `{"n": k}`) by their start time.
 #[derive(Default)]
 struct Starts {
     count: AtomicU64,
     first_last: Mutex<Option<(Instant, Instant)>>,
     latency: Mutex<HashMap<u64, Instant>>,
+}
+
+impl Observer for Starts {
+    fn observe(&self, event: &Event<'_>) {
+        if let Event::AttemptStarted { job, .. } = event {
+            self.record(job);
+        }
+    }
 }
 
 impl Starts {
@@ -88,9 +97,9 @@ async fn run() -> serde_json::Value {
         registry,
     } = common::echo_host(concurrency, &store_toml, keep).await;
     let starts = Arc::new(Starts::default());
-    let hook = starts.clone();
-    let worker = Worker::new(store.clone(), registry, config, Arc::new(SystemClock))
-        .on_start(Arc::new(move |job: &Job| hook.record(job)));
+    let events = Events::logging().with(starts.clone());
+    let worker =
+        Worker::new(store.clone(), registry, config, Arc::new(SystemClock)).with_events(events);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let host = tokio::spawn(worker.run(async {
         let _ = stopped.await;

@@ -249,13 +249,12 @@ impl StdoutStream for CaptureStream {
     }
 }
 
-/// A child job a handler asked for through `host.enqueue`.
+/// A child job a handler asked for through `host.enqueue`; the enqueuer resolves what it
+/// leaves out as for any producer (`ops`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChildRequest {
-    /// The job that asked, so the store can record the parent.
+    /// The job whose handler asked, named in the log line that records the child.
     pub parent_id: String,
-    /// Queue of the parent, used when `queue` is not given and the child's handler has none.
-    pub parent_queue: String,
     pub handler: String,
     pub payload: Vec<u8>,
     pub queue: Option<String>,
@@ -290,11 +289,11 @@ pub struct JobCtx {
     pub(crate) limiter: MemoryLimiter,
     pub(crate) journal: Arc<Journal>,
     hooks: JobHooks,
+    /// The job this attempt runs, recorded as the parent of the jobs it enqueues.
     job_id: String,
-    queue: String,
     /// Child jobs enqueued so far, checked against `MAX_CHILDREN_PER_ATTEMPT`.
     children: usize,
-    /// Cap on a child's payload, the same as on a result.
+    /// Cap on a child's payload (the parent's `max_payload`).
     max_payload: usize,
 }
 
@@ -304,7 +303,7 @@ impl JobCtx {
         limiter: MemoryLimiter,
         journal: Arc<Journal>,
         hooks: JobHooks,
-        job: (&str, &str),
+        job_id: &str,
         max_payload: usize,
     ) -> Self {
         JobCtx {
@@ -313,8 +312,7 @@ impl JobCtx {
             limiter,
             journal,
             hooks,
-            job_id: job.0.to_owned(),
-            queue: job.1.to_owned(),
+            job_id: job_id.to_owned(),
             children: 0,
             max_payload,
         }
@@ -378,7 +376,6 @@ impl HostImports for JobCtx {
         self.children += 1;
         let request = ChildRequest {
             parent_id: self.job_id.clone(),
-            parent_queue: self.queue.clone(),
             handler: name,
             payload,
             queue: options.queue,

@@ -1,26 +1,47 @@
 //! Kiln runs background jobs whose handlers are WebAssembly components.
 //!
-//! Layout:
-//! - `bindings`: the only `bindgen!` of the `kiln:handler` world.
+//! Layout (front ends over one core):
+//! - `cli/`: the `kiln` command line: `mod.rs` parses arguments and maps errors to exit
+//!   codes, `jobs.rs` the job and queue commands, `handlers.rs` `check` and `handlers`,
+//!   `host.rs` `run` and its signals. Every command calls `ops`.
+//! - `ops/`: one function per producer or admin action (enqueue, get, list, retry, cancel,
+//!   pause, resume, clear, stats, handlers, check), their typed `OpsError`, and `JobView`,
+//!   the job as users see it.
+//! - `host`: `host::run(config, shutdown)`, one host: store, runtime, registry, reloader and
+//!   worker started side by side.
+//! - `worker/`: `claim.rs` the claim loops, `attempt.rs` one attempt to its settlement and the
+//!   retry policy, `settler.rs` batched settles, `renewer.rs` lease renewal, `reaper.rs`
+//!   recovery of expired leases and pruning.
+//! - `events`: the observer of attempts, settlements and handler loads; the log lines are one.
+//! - `clock`: where the time comes from (tests drive it).
 //! - `engine`: the wasmtime engine, epoch ticker, linker and pool slots ([`Runtime`]).
-//! - `limits`: per-job limits and the memory limiter.
-//! - `host_api`: what a guest may call, and the capped job log.
-//! - `sandbox`: one attempt in a fresh store, and how it ended ([`Outcome`]).
+//! - `capabilities/`: what a handler may be granted, one file each (`wasi` base, `env`,
+//!   `dir`), and the one [`Grants`] type.
+//! - `sandbox`: one attempt in a fresh store, its deadline, and how it ended ([`Outcome`]).
+//! - `limits`: per-job limits ([`JobLimits`]) and the memory limiter.
+//! - `host_api`: what a guest may call (log, progress, enqueue), and the capped job log.
+//! - `bindings`: the only `bindgen!` of the `kiln:handler` world.
 //! - `registry`: handler name -> loaded version; compiling and the artifact cache.
 //! - `reload`: the watcher that keeps the registry in step with the handlers directory.
-//! - `store`: the `JobStore` contract and its embedded (SQLite) and Redis implementations.
-//! - `config`: `config.toml` (raw TOML -> validated `Config`, env overrides).
-//! - `cli`: the `kiln` command line.
+//! - `store/`: the `JobStore` contract (`mod.rs`), the lifecycle rules both stores apply
+//!   (`lifecycle.rs`), the store chosen by config (`any.rs`), and the embedded (SQLite) and
+//!   Redis implementations.
+//! - `config/`: `config.toml` (raw TOML -> validated `Config`, env overrides), which hands
+//!   each part its settings.
 //! - `logging`: where the binary's `tracing` output goes.
 
 pub mod bindings;
 pub mod capabilities;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod engine;
+pub mod events;
+pub mod host;
 pub mod host_api;
 pub mod limits;
 pub mod logging;
+pub mod ops;
 pub mod registry;
 pub mod reload;
 pub mod sandbox;

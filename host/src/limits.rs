@@ -17,6 +17,9 @@ pub struct JobLimits {
     pub fuel: Option<u64>,
     /// Cap on the result bytes a handler may return, so a result cannot exhaust host memory.
     pub max_result: usize,
+    /// Cap on a job's payload, whoever enqueues it (a producer, a handler's child job), so
+    /// one job cannot fill the store or a handler's memory.
+    pub max_payload: usize,
     /// Cap on captured log lines plus stdout/stderr bytes per attempt; the rest is dropped.
     pub max_log: usize,
 }
@@ -28,6 +31,7 @@ impl Default for JobLimits {
             memory: 64 << 20,
             fuel: None,
             max_result: 1 << 20,
+            max_payload: 1 << 20,
             max_log: 64 << 10,
         }
     }

@@ -156,7 +156,7 @@ impl Runtime {
         let started = Instant::now();
         let deadline = started + limits.timeout;
         let (result, fuel_used, memory_hit) = match self.new_store(
-            job,
+            &job.id,
             limits,
             grants,
             hooks,
@@ -194,7 +194,7 @@ impl Runtime {
     #[allow(clippy::too_many_arguments)]
     fn new_store(
         &self,
-        job: &JobInput,
+        job_id: &str,
         limits: &JobLimits,
         grants: &Grants,
         hooks: JobHooks,
@@ -203,16 +203,9 @@ impl Runtime {
         cancel: &CancellationToken,
     ) -> wasmtime::Result<Store<JobCtx>> {
         let wasi = wasi_ctx(grants, &journal)?;
-        let max_payload = limits.max_result;
+        let max_payload = limits.max_payload;
         let limiter = MemoryLimiter::new(limits.memory);
-        let ctx = JobCtx::new(
-            wasi,
-            limiter,
-            journal,
-            hooks,
-            (&job.id, &job.queue),
-            max_payload,
-        );
+        let ctx = JobCtx::new(wasi, limiter, journal, hooks, job_id, max_payload);
         let mut store = Store::new(&self.engine, ctx);
         store.limiter(|ctx| &mut ctx.limiter);
         store.set_fuel(limits.fuel.unwrap_or(u64::MAX))?;

@@ -1,22 +1,20 @@
-//! The job commands of the CLI: enqueue (optionally waiting for the result), status, jobs,
-//! retry, cancel, pause, resume, clear and stats. They talk to the configured job store
-//! directly, so they work with or without a running host.
+//! The job commands: enqueue (optionally waiting for the result), status, jobs, retry,
+//! cancel, pause, resume, clear and stats. Each parses its arguments, calls the operations
+//! layer on the configured store (so they work with or without a running host), and prints.
 
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
-use serde::Serialize;
 
 use super::{Command, EXIT_FAILED, UsageError, open_store};
 use crate::config::Config;
-use crate::store::{
-    AnyStore, CancelOutcome, Job, JobState, JobStore, ListFilter, NewJob, Page, RetryTarget,
-    Timestamp,
-};
+use crate::ops::{EnqueueRequest, JobView, Ops};
+use crate::store::{AnyStore, CancelOutcome, Job, JobState, Page, Timestamp};
 
 /// How often `enqueue --wait` looks at the job.
 const WAIT_POLL: Duration = Duration::from_millis(100);
@@ -69,25 +67,24 @@ pub struct ListArgs {
     pub json: bool,
 }
 
-pub async fn run(command: Command, config: &Config) -> anyhow::Result<ExitCode> {
-    let store = open_store(config).await?;
-    let now = Timestamp::now();
+pub async fn run(command: Command, config: Arc<Config>) -> anyhow::Result<ExitCode> {
+    let store = Arc::new(open_store(&config).await?);
+    let ops = Ops::new(config, store);
     match command {
-        Command::Enqueue(args) => return enqueue(&store, config, args).await,
+        Command::Enqueue(args) => return enqueue(&ops, args).await,
         Command::Status { id, json } => {
-            let job = find(&store, &id).await?;
-            print_job(&JobView::from(&job), json)?;
+            let job = ops.job(&id).await?;
+            print_job(&job, json)?;
         }
-        Command::Jobs(args) => list(&store, args).await?,
+        Command::Jobs(args) => list(&ops, args).await?,
         Command::Retry { id, queue, .. } => {
-            let target = match id {
-                Some(id) => RetryTarget::One(id),
-                None => RetryTarget::AllFailed { queue },
+            let n = match id {
+                Some(id) => ops.retry(&id).await?,
+                None => ops.retry_all_failed(queue).await?,
             };
-            let n = store.retry_failed(target, now).await?;
             println!("{n} job(s) moved back to waiting");
         }
-        Command::Cancel { id } => match store.cancel(&id, now).await? {
+        Command::Cancel { id } => match ops.cancel(&id).await? {
             CancelOutcome::Cancelled => println!("job {id} cancelled"),
             CancelOutcome::Requested => {
                 println!("job {id} is running: its host will interrupt it")
@@ -97,20 +94,18 @@ pub async fn run(command: Command, config: &Config) -> anyhow::Result<ExitCode> 
             }
         },
         Command::Pause { queue } => {
-            known_queue(config, &queue)?;
-            store.pause(&queue).await?;
+            ops.pause(&queue).await?;
             println!("queue {queue} paused");
         }
         Command::Resume { queue } => {
-            known_queue(config, &queue)?;
-            store.resume(&queue).await?;
+            ops.resume(&queue).await?;
             println!("queue {queue} resumed");
         }
         Command::Clear { queue } => {
-            let n = store.clear(&queue).await?;
+            let n = ops.clear(&queue).await?;
             println!("{n} waiting or scheduled job(s) deleted from {queue}");
         }
-        Command::Stats { json } => stats(&store, json).await?,
+        Command::Stats { json } => stats(&ops, json).await?,
         Command::Run | Command::Check { .. } | Command::Handlers { .. } => {
             unreachable!("not a job command")
         }
@@ -118,27 +113,8 @@ pub async fn run(command: Command, config: &Config) -> anyhow::Result<ExitCode> 
     Ok(ExitCode::SUCCESS)
 }
 
-fn known_queue(config: &Config, queue: &str) -> anyhow::Result<()> {
-    if config.queues.contains_key(queue) {
-        return Ok(());
-    }
-    let known: Vec<&str> = config.queues.keys().map(String::as_str).collect();
-    Err(UsageError(format!(
-        "queue `{queue}` is not configured (queues: {})",
-        known.join(", ")
-    ))
-    .into())
-}
-
-async fn find(store: &AnyStore, id: &str) -> anyhow::Result<Job> {
-    store
-        .get(id)
-        .await?
-        .ok_or_else(|| UsageError(format!("job `{id}` not found")).into())
-}
-
-/// The job an `enqueue` command line asks for.
-pub fn new_job(config: &Config, args: &EnqueueArgs, now: Timestamp) -> anyhow::Result<NewJob> {
+/// The request an `enqueue` command line stands for.
+fn request(args: &EnqueueArgs, now: Timestamp) -> anyhow::Result<EnqueueRequest> {
     let payload = match (&args.payload, &args.payload_file) {
         (Some(text), _) => {
             serde_json::from_str::<serde_json::Value>(text)
@@ -149,11 +125,6 @@ pub fn new_job(config: &Config, args: &EnqueueArgs, now: Timestamp) -> anyhow::R
             .with_context(|| format!("failed to read payload file `{}`", file.display()))?,
         (None, None) => b"{}".to_vec(),
     };
-    let queue = args
-        .queue
-        .clone()
-        .unwrap_or_else(|| config.queue_for(&args.handler).to_owned());
-    known_queue(config, &queue)?;
     let run_at = match (&args.delay, &args.at) {
         (Some(delay), _) => {
             let delay = humantime::parse_duration(delay)
@@ -167,36 +138,18 @@ pub fn new_job(config: &Config, args: &EnqueueArgs, now: Timestamp) -> anyhow::R
         }
         (None, None) => None,
     };
-    let settings = config.job_settings(&args.handler, &queue);
-    Ok(NewJob {
+    Ok(EnqueueRequest {
         handler: args.handler.clone(),
-        priority: args.priority.unwrap_or(config.queues[&queue].priority),
-        queue,
         payload,
+        queue: args.queue.clone(),
         run_at,
-        max_attempts: settings.max_attempts,
         unique_key: args.key.clone(),
+        priority: args.priority,
     })
 }
 
-async fn enqueue(store: &AnyStore, config: &Config, args: EnqueueArgs) -> anyhow::Result<ExitCode> {
-    let dir = &config.host.handlers_dir;
-    if dir.is_dir() && !dir.join(format!("{}.wasm", args.handler)).exists() {
-        return Err(UsageError(format!(
-            "unknown handler `{}`: no `{}.wasm` in handlers directory `{}`",
-            args.handler,
-            args.handler,
-            dir.display()
-        ))
-        .into());
-    }
-    let now = Timestamp::now();
-    let job = new_job(config, &args, now)?;
-    let enqueued = store.enqueue(vec![job], now).await?;
-    let enqueued = enqueued
-        .into_iter()
-        .next()
-        .context("the job store returned no id")?;
+async fn enqueue(ops: &Ops<AnyStore>, args: EnqueueArgs) -> anyhow::Result<ExitCode> {
+    let enqueued = ops.enqueue(request(&args, Timestamp::now())?).await?;
     if !args.wait {
         if args.json {
             println!("{}", serde_json::to_string(&enqueued)?);
@@ -207,12 +160,15 @@ async fn enqueue(store: &AnyStore, config: &Config, args: EnqueueArgs) -> anyhow
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let job = wait_for(store, &enqueued.id, !args.json).await?;
-    let view = JobView::from(&job);
+    let job = wait_for(ops, &enqueued.id, !args.json).await?;
     if args.json {
-        print_job(&view, true)?;
+        print_job(&job, true)?;
     } else if job.state == JobState::Succeeded {
-        println!("{}", view.result.unwrap_or_default());
+        let view = JobView::new(&job, true);
+        println!(
+            "{}",
+            view.result().map(|r| r.to_string()).unwrap_or_default()
+        );
     } else {
         eprintln!(
             "job {} {}: {}",
@@ -229,10 +185,10 @@ async fn enqueue(store: &AnyStore, config: &Config, args: EnqueueArgs) -> anyhow
 }
 
 /// Polls the job until it finishes, drawing its progress on stderr when `bar` is set.
-async fn wait_for(store: &AnyStore, id: &str, bar: bool) -> anyhow::Result<Job> {
+async fn wait_for(ops: &Ops<AnyStore>, id: &str, bar: bool) -> anyhow::Result<Job> {
     let mut shown = None;
     loop {
-        let job = find(store, id).await?;
+        let job = ops.job(id).await?;
         if bar {
             let line = progress_line(&job);
             if shown.as_ref() != Some(&line) {
@@ -270,79 +226,24 @@ fn progress_line(job: &Job) -> String {
     )
 }
 
-/// A job as the CLI shows it: payload and result as text when they are UTF-8.
-#[derive(Debug, Serialize)]
-struct JobView<'a> {
-    #[serde(flatten)]
-    job: &'a Job,
-    payload_text: Option<String>,
-    result: Option<String>,
-}
-
-impl<'a> From<&'a Job> for JobView<'a> {
-    fn from(job: &'a Job) -> Self {
-        JobView {
-            job,
-            payload_text: String::from_utf8(job.payload.clone()).ok(),
-            result: job
-                .result
-                .as_ref()
-                .map(|r| String::from_utf8_lossy(r).into_owned()),
-        }
-    }
-}
-
-fn print_job(view: &JobView<'_>, json: bool) -> anyhow::Result<()> {
+fn print_job(job: &Job, json: bool) -> anyhow::Result<()> {
+    let view = JobView::new(job, false);
     if json {
-        println!("{}", serde_json::to_string_pretty(view)?);
-        return Ok(());
-    }
-    let job = view.job;
-    println!("job       {}", job.id);
-    println!(
-        "handler   {}  queue {}  priority {}",
-        job.handler, job.queue, job.priority
-    );
-    println!(
-        "state     {}  attempts {}/{}",
-        job.state, job.attempts, job.max_attempts
-    );
-    println!("run at    {}  created {}", job.run_at, job.created_at);
-    if let Some(progress) = &job.progress {
-        let note = progress.message.as_deref().unwrap_or("");
-        println!("progress  {}% {note}", progress.percent);
-    }
-    if let Some(result) = &view.result {
-        println!("result    {result}");
-    }
-    if let Some(error) = &job.error {
-        println!("error     {error}");
-    }
-    for a in &job.history {
-        println!(
-            "  attempt {} {:?} {}ms digest {} {}",
-            a.attempt,
-            a.outcome,
-            a.wall_ms,
-            a.digest.as_deref().map_or("-", |d| &d[..d.len().min(12)]),
-            a.message.as_deref().unwrap_or("")
-        );
+        println!("{}", serde_json::to_string_pretty(&view)?);
+    } else {
+        print!("{}", view.text());
     }
     Ok(())
 }
 
-async fn list(store: &AnyStore, args: ListArgs) -> anyhow::Result<()> {
-    let filter = ListFilter {
-        queue: args.queue,
-        state: args.state,
-    };
+async fn list(ops: &Ops<AnyStore>, args: ListArgs) -> anyhow::Result<()> {
     let page = Page {
         offset: args.offset,
         limit: args.limit,
     };
-    let jobs = store.list(filter, page).await?;
+    let jobs = ops.list(args.queue, args.state, page).await?;
     if args.json {
-        let views: Vec<JobView<'_>> = jobs.iter().map(JobView::from).collect();
+        let views: Vec<JobView<'_>> = jobs.iter().map(|job| JobView::new(job, false)).collect();
         println!("{}", serde_json::to_string_pretty(&views)?);
         return Ok(());
     }
@@ -364,8 +265,8 @@ async fn list(store: &AnyStore, args: ListArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn stats(store: &AnyStore, json: bool) -> anyhow::Result<()> {
-    let counts = store.counts().await?;
+async fn stats(ops: &Ops<AnyStore>, json: bool) -> anyhow::Result<()> {
+    let counts = ops.stats().await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&counts)?);
         return Ok(());

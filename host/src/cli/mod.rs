@@ -1,8 +1,14 @@
-//! The `kiln` command line: parses arguments and runs one command.
+//! The `kiln` command line: parses arguments, calls the operations layer, prints.
 //!
-//! Commands return `anyhow::Result<ExitCode>`; `main` only prints errors and maps them to
-//! exit codes (0 ok, 1 the thing checked or waited for failed, 2 usage or config error).
+//! - `mod.rs`: the commands and their arguments, the async runtime, and the one mapping of
+//!   errors to exit codes ([`exit_code`]).
+//! - `jobs`: enqueue (and `--wait`), status, jobs, retry, cancel, pause, resume, clear, stats.
+//! - `handlers`: `check` and `handlers`.
+//! - `host`: `run`.
+//!
+//! Commands return `anyhow::Result<ExitCode>`; `main` only prints errors and maps them.
 
+mod handlers;
 mod host;
 mod jobs;
 
@@ -12,18 +18,21 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use serde::Serialize;
-use wasmtime::component::types::ComponentItem;
 
-use crate::config::{Config, StoreConfig};
-use crate::engine::{Runtime, RuntimeSettings};
-use crate::registry::{LoadSource, Registry, describe};
-use crate::store::AnyStore;
+use crate::config::Config;
+use crate::ops::{ErrorClass, OpsError};
+use crate::registry::describe;
+use crate::store::StoreError;
 
-/// Exit code for a failed job (`--wait`) or an invalid handler (`check`).
+pub use crate::host::open_store;
+
+/// Exit code for a failed job (`--wait`), an invalid handler (`check`), or an action the
+/// job's state refuses.
 pub const EXIT_FAILED: u8 = 1;
-/// Exit code for bad usage or a bad configuration.
+/// Exit code for bad usage, a bad configuration, or something named that does not exist.
 pub const EXIT_USAGE: u8 = 2;
+/// Exit code when the job store cannot be reached.
+pub const EXIT_UNAVAILABLE: u8 = 3;
 
 /// Runs background jobs whose handlers are WebAssembly components.
 #[derive(Debug, Parser)]
@@ -98,7 +107,7 @@ pub enum Command {
 /// Runs the parsed command line on an async runtime with the configured number of threads.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Check { file, json } = &cli.command {
-        return check(file, *json);
+        return handlers::check(file, *json);
     }
     let config = Arc::new(load_config(&cli.config)?);
     let runtime =
@@ -106,9 +115,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     runtime.block_on(async move {
         match cli.command {
             Command::Check { .. } => unreachable!("handled above"),
-            Command::Handlers { json } => handlers(&config, json).await,
+            Command::Handlers { json } => handlers::handlers(&config, json).await,
             Command::Run => host::run(config).await,
-            command => jobs::run(command, &config).await,
+            command => jobs::run(command, config).await,
         }
     })
 }
@@ -127,225 +136,29 @@ pub fn load_config(path: &Path) -> anyhow::Result<Config> {
     Config::load(path).map_err(|error| UsageError(describe(&error)).into())
 }
 
-#[derive(Debug, Serialize)]
-struct CheckReport {
-    file: String,
-    valid: bool,
-    error: Option<String>,
-    digest: Option<String>,
-    size: Option<u64>,
-    imports: Vec<String>,
-    exports: Vec<String>,
-}
-
-fn check(file: &Path, json: bool) -> anyhow::Result<ExitCode> {
-    let runtime = Runtime::new(RuntimeSettings {
-        max_instances: 1,
-        ..RuntimeSettings::default()
-    })?;
-    let report = check_report(&runtime, file);
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print_check(&report);
-    }
-    Ok(if report.valid {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(EXIT_FAILED)
-    })
-}
-
-fn check_report(runtime: &Runtime, file: &Path) -> CheckReport {
-    let mut report = CheckReport {
-        file: file.display().to_string(),
-        valid: false,
-        error: None,
-        digest: None,
-        size: None,
-        imports: Vec::new(),
-        exports: Vec::new(),
-    };
-    let bytes = match std::fs::read(file) {
-        Ok(bytes) => bytes,
-        Err(error) => {
-            report.error = Some(format!("failed to read `{}`: {error}", file.display()));
-            return report;
-        }
-    };
-    report.digest = Some(crate::registry::digest(&bytes));
-    report.size = Some(bytes.len() as u64);
-    let name = file.display().to_string();
-    let component = match runtime.compile(&bytes, &name) {
-        Ok(component) => component,
-        Err(error) => {
-            report.error = Some(describe(&error));
-            return report;
-        }
-    };
-    let engine = runtime.engine();
-    let ty = component.component_type();
-    report.imports = ty
-        .imports(engine)
-        .map(|(n, item)| item_line(n, &item.ty))
-        .collect();
-    report.exports = ty
-        .exports(engine)
-        .map(|(n, item)| item_line(n, &item.ty))
-        .collect();
-    match runtime.pre_instantiate(&component, &name) {
-        Ok(_) => report.valid = true,
-        Err(error) => report.error = Some(describe(&error)),
-    }
-    report
-}
-
-fn item_line(name: &str, item: &ComponentItem) -> String {
-    let kind = match item {
-        ComponentItem::ComponentFunc(_) => "func",
-        ComponentItem::CoreFunc(_) => "core func",
-        ComponentItem::Module(_) => "module",
-        ComponentItem::Component(_) => "component",
-        ComponentItem::ComponentInstance(_) => "interface",
-        ComponentItem::Type(_) => "type",
-        ComponentItem::Resource(_) => "resource",
-    };
-    format!("{name} ({kind})")
-}
-
-fn print_check(report: &CheckReport) {
-    match &report.error {
-        None => println!("valid: {}", report.file),
-        Some(error) => println!("invalid: {error}"),
-    }
-    if let (Some(digest), Some(size)) = (&report.digest, report.size) {
-        println!("  digest  sha256:{digest}\n  size    {size} bytes");
-    }
-    for (title, items) in [("imports", &report.imports), ("exports", &report.exports)] {
-        if !items.is_empty() {
-            println!("{title}:");
-            for item in items {
-                println!("  {item}");
-            }
-        }
-    }
-}
-
-#[derive(Debug, Serialize)]
-struct HandlerRow {
-    name: String,
-    digest: Option<String>,
-    size: Option<u64>,
-    load_ms: Option<f64>,
-    source: Option<LoadSource>,
-    error: Option<String>,
-}
-
-async fn handlers(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
-    let dir = config.host.handlers_dir.clone();
-    let runtime = Arc::new(Runtime::new(RuntimeSettings {
-        max_instances: 1,
-        max_memory: config.max_job_memory(),
-        pooling: true,
-    })?);
-    let registry = Registry::new(runtime, dir.clone(), Some(config.host.cache_dir.clone()));
-    registry
-        .load_all()
-        .await
-        .with_context(|| format!("failed to read handlers directory `{}`", dir.display()))?;
-    let mut rows: Vec<HandlerRow> = registry
-        .handlers()
-        .iter()
-        .map(|h| HandlerRow {
-            name: h.name.clone(),
-            digest: Some(h.digest.clone()),
-            size: Some(h.size),
-            load_ms: Some(h.took.as_secs_f64() * 1000.0),
-            source: Some(h.source),
-            error: None,
-        })
-        .collect();
-    rows.extend(
-        registry
-            .errors()
-            .into_iter()
-            .map(|(name, error)| HandlerRow {
-                name,
-                digest: None,
-                size: None,
-                load_ms: None,
-                source: None,
-                error: Some(error),
-            }),
-    );
-    rows.sort_by(|a, b| a.name.cmp(&b.name));
-    if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-    } else {
-        print_handlers(&dir, &rows);
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn print_handlers(dir: &Path, rows: &[HandlerRow]) {
-    println!("handlers in {}", dir.display());
-    println!(
-        "{:<16} {:<14} {:>10} {:>10}  FROM",
-        "NAME", "DIGEST", "SIZE", "LOAD ms"
-    );
-    for row in rows {
-        match &row.error {
-            Some(error) => println!("{:<16} error: {error}", row.name),
-            None => println!(
-                "{:<16} {:<14} {:>10} {:>10.2}  {}",
-                row.name,
-                row.digest.as_deref().map_or("", |d| &d[..12]),
-                row.size.unwrap_or(0),
-                row.load_ms.unwrap_or(0.0),
-                match row.source {
-                    Some(LoadSource::Cache) => "cache",
-                    _ => "compiled",
-                }
-            ),
-        }
-    }
-}
-
-/// The exit code for an error that ended a command: usage and config errors are 2.
+/// The exit code for an error that ended a command; the one place errors become codes.
 pub fn exit_code(error: &anyhow::Error) -> u8 {
-    let usage = error.chain().any(|cause| {
-        cause.downcast_ref::<UsageError>().is_some()
+    for cause in error.chain() {
+        if cause.downcast_ref::<UsageError>().is_some()
             || cause.downcast_ref::<crate::config::ConfigError>().is_some()
-    });
-    if usage { EXIT_USAGE } else { EXIT_FAILED }
+        {
+            return EXIT_USAGE;
+        }
+        if let Some(ops) = cause.downcast_ref::<OpsError>() {
+            return match ops.class() {
+                ErrorClass::NotFound | ErrorClass::Invalid | ErrorClass::TooLarge => EXIT_USAGE,
+                ErrorClass::Unavailable => EXIT_UNAVAILABLE,
+                ErrorClass::Conflict | ErrorClass::Internal => EXIT_FAILED,
+            };
+        }
+        if let Some(StoreError::Backend { .. }) = cause.downcast_ref::<StoreError>() {
+            return EXIT_UNAVAILABLE;
+        }
+    }
+    EXIT_FAILED
 }
 
 /// A mistake in how Kiln was invoked or configured (exit code 2).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
-
-/// Opens the job store the configuration names.
-pub async fn open_store(config: &Config) -> anyhow::Result<AnyStore> {
-    if let StoreConfig::Embedded { path, .. } = &config.store
-        && let Some(parent) = path.parent()
-    {
-        std::fs::create_dir_all(parent).with_context(|| {
-            format!(
-                "failed to create job store directory `{}`",
-                parent.display()
-            )
-        })?;
-    }
-    config
-        .store
-        .open()
-        .await
-        .map_err(|error| match &config.store {
-            StoreConfig::Embedded { path, .. } => anyhow::Error::new(error)
-                .context(format!("failed to open job store `{}`", path.display())),
-            StoreConfig::Redis(_) => {
-                anyhow::Error::new(error).context("failed to connect to the Redis job store")
-            }
-        })
-}

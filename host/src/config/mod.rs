@@ -32,6 +32,7 @@
 //! retention = { succeeded = { count = 1000, age = "1d" }, failed = { count = 10000, age = "7d" },
 //!               cancelled = { count = 10000, age = "7d" } }
 //! max_result = "1MiB"                # cap on a handler's result bytes
+//! max_payload = "1MiB"               # cap on a job's payload, from any producer
 //! max_log = "64KiB"                  # cap on captured log/stdout/stderr per attempt
 //!
 //! [queues.NAME]                      # `default` always exists
@@ -198,6 +199,7 @@ struct Overrides {
     backoff_max: Option<Duration>,
     backoff_jitter: Option<f64>,
     max_result: Option<usize>,
+    max_payload: Option<usize>,
     max_log: Option<usize>,
 }
 
@@ -213,6 +215,7 @@ impl Overrides {
         l.memory = self.memory.unwrap_or(l.memory);
         l.fuel = self.fuel.unwrap_or(l.fuel);
         l.max_result = self.max_result.unwrap_or(l.max_result);
+        l.max_payload = self.max_payload.unwrap_or(l.max_payload);
         l.max_log = self.max_log.unwrap_or(l.max_log);
     }
 }

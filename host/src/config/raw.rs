@@ -130,6 +130,7 @@ pub(super) struct JobKeys<'a> {
     pub fuel: &'a Value<Scalar>,
     pub backoff: &'a Option<RawBackoff>,
     pub max_result: &'a Value<Scalar>,
+    pub max_payload: &'a Value<Scalar>,
     pub max_log: &'a Value<Scalar>,
 }
 
@@ -147,6 +148,7 @@ macro_rules! job_table {
             pub fuel: Value<Scalar>,
             pub backoff: Option<RawBackoff>,
             pub max_result: Value<Scalar>,
+            pub max_payload: Value<Scalar>,
             pub max_log: Value<Scalar>,
         }
 
@@ -159,6 +161,7 @@ macro_rules! job_table {
                     fuel: &self.fuel,
                     backoff: &self.backoff,
                     max_result: &self.max_result,
+                    max_payload: &self.max_payload,
                     max_log: &self.max_log,
                 }
             }

@@ -293,6 +293,9 @@ impl Checker<'_> {
             max_result: self
                 .size(&key("max_result"), keys.max_result)?
                 .map(to_usize),
+            max_payload: self
+                .size(&key("max_payload"), keys.max_payload)?
+                .map(to_usize),
             max_log: self.size(&key("max_log"), keys.max_log)?.map(to_usize),
             ..Overrides::default()
         };

@@ -1,0 +1,208 @@
+//! The worker: claims jobs from the job store, runs each in the sandbox, settles the outcome.
+//!
+//! - `claim`: one claim loop per configured queue, each bounded by the queue's concurrency
+//!   and all of them by the host's global cap.
+//! - `attempt`: one claimed job through the sandbox, its progress, and the settlement that
+//!   records how it ended (retry policy included).
+//! - `settler`: writes finished jobs' settlements in batches.
+//! - `renewer`: renews the leases of running jobs in one batch, and learns of jobs cancelled
+//!   or taken over while they run.
+//! - `reaper`: returns jobs of dead hosts to their queues and prunes finished ones.
+//!
+//! Shutdown is injected (`run(shutdown)`): claiming stops at once, running jobs get
+//! `shutdown_grace` to finish, then their sandboxes are interrupted and the jobs released
+//! back to the queue with their attempt uncounted. Nothing is lost: whatever is not settled
+//! comes back when its lease expires.
+
+mod attempt;
+mod claim;
+mod reaper;
+mod renewer;
+mod settler;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::events::Events;
+use crate::host_api::ChildEnqueuer;
+use crate::ops::Ops;
+use crate::registry::Registry;
+use crate::store::{Job, JobStore, Settlement};
+
+/// Why a running job's sandbox was interrupted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopReason {
+    /// A user cancelled the job.
+    Cancelled,
+    /// The host is shutting down; the job goes back to the queue.
+    Shutdown,
+    /// Another host took the job over (the lease expired); nothing may be settled.
+    LeaseLost,
+}
+
+/// A job running on this host.
+struct Running {
+    cancel: CancellationToken,
+    reason: Mutex<Option<StopReason>>,
+}
+
+impl Running {
+    fn stop(&self, reason: StopReason) {
+        let mut slot = self.reason.lock().unwrap_or_else(PoisonError::into_inner);
+        slot.get_or_insert(reason);
+        self.cancel.cancel();
+    }
+
+    fn reason(&self) -> Option<StopReason> {
+        *self.reason.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A settlement on its way to the store, with the job it settles (for the events).
+struct Settling {
+    settlement: Settlement,
+    job: Job,
+}
+
+/// Everything the worker's tasks share.
+struct Shared<S> {
+    store: Arc<S>,
+    registry: Arc<Registry>,
+    config: Arc<Config>,
+    clock: Arc<dyn Clock>,
+    /// This host's lease owner id: unique per process.
+    owner: String,
+    /// Jobs running here, by id; std lock, never held across an `.await`.
+    running: Mutex<HashMap<String, Arc<Running>>>,
+    settle: mpsc::UnboundedSender<Settling>,
+    global: Arc<Semaphore>,
+    /// Told of every attempt and settlement (logs, metrics, benchmarks).
+    events: Events,
+    /// What handlers' `enqueue` calls go through: the same rules as every producer.
+    children: Arc<dyn ChildEnqueuer>,
+}
+
+/// Claims and runs jobs until shut down.
+pub struct Worker<S> {
+    shared: Arc<Shared<S>>,
+    settlements: mpsc::UnboundedReceiver<Settling>,
+}
+
+impl<S: JobStore + 'static> Worker<S> {
+    pub fn new(
+        store: Arc<S>,
+        registry: Arc<Registry>,
+        config: Arc<Config>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let (settle, settlements) = mpsc::unbounded_channel();
+        let owner = format!("{}-{}", std::process::id(), uuid::Uuid::now_v7().simple());
+        let global = Arc::new(Semaphore::new(config.host.concurrency));
+        let children = Ops::new(config.clone(), store.clone()).with_clock(clock.clone());
+        Worker {
+            shared: Arc::new(Shared {
+                children: Arc::new(children),
+                store,
+                registry,
+                config,
+                clock,
+                owner,
+                running: Mutex::default(),
+                settle,
+                global,
+                events: Events::default(),
+            }),
+            settlements,
+        }
+    }
+
+    /// Reports every attempt and settlement to `events` (by default they are only logged).
+    pub fn with_events(mut self, events: Events) -> Self {
+        Arc::get_mut(&mut self.shared)
+            .expect("the worker has not started")
+            .events = events;
+        self
+    }
+
+    /// This host's lease owner id, as recorded in the leases of the jobs it runs.
+    pub fn owner(&self) -> &str {
+        &self.shared.owner
+    }
+
+    /// Runs until `shutdown` resolves, then drains as the module doc describes.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let shared = self.shared;
+        for (name, queue) in &shared.config.queues {
+            if queue.paused {
+                shared.store.pause(name).await?;
+            }
+        }
+        let stop_claiming = CancellationToken::new();
+        let mut jobs = JoinSet::new();
+        let mut loops = JoinSet::new();
+        let (jobs_tx, mut jobs_rx) = mpsc::unbounded_channel();
+        for (name, queue) in &shared.config.queues {
+            let limit = Arc::new(Semaphore::new(queue.concurrency));
+            let task =
+                claim::claim_loop(shared.clone(), name.clone(), limit, stop_claiming.clone());
+            loops.spawn(task(jobs_tx.clone()));
+        }
+        drop(jobs_tx);
+        let settler = tokio::spawn(settler::settler(shared.clone(), self.settlements));
+        let background = CancellationToken::new();
+        let renewer = tokio::spawn(renewer::renewer(shared.clone(), background.clone()));
+        let reaper = tokio::spawn(reaper::reaper(shared.clone(), background.clone()));
+        let threads = tokio::runtime::Handle::current().metrics().num_workers();
+        tracing::info!(owner = %shared.owner, queues = shared.config.queues.len(), threads, "worker started");
+
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                Some(job) = jobs_rx.recv() => { jobs.spawn(job); }
+                Some(_) = jobs.join_next(), if !jobs.is_empty() => {}
+            }
+        }
+        tracing::info!(
+            running = jobs.len(),
+            "shutting down: no new jobs are claimed"
+        );
+        stop_claiming.cancel();
+        while loops.join_next().await.is_some() {}
+        while let Ok(job) = jobs_rx.try_recv() {
+            jobs.spawn(job);
+        }
+        let grace = shared.config.host.shutdown_grace;
+        let drained =
+            tokio::time::timeout(grace, async { while jobs.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            let running: Vec<_> = lock(&shared.running).values().cloned().collect();
+            tracing::warn!(
+                jobs = running.len(),
+                "shutdown grace over: interrupting running jobs and returning them to the queue"
+            );
+            for job in running {
+                job.stop(StopReason::Shutdown);
+            }
+            while jobs.join_next().await.is_some() {}
+        }
+        background.cancel();
+        let _ = renewer.await;
+        let _ = reaper.await;
+        drop(shared);
+        settler.await?;
+        tracing::info!("worker stopped");
+        Ok(())
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}

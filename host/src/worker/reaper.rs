@@ -1,0 +1,34 @@
+//! The reaper: returns jobs whose host died (their lease expired) to their queues, promotes
+//! due delayed jobs, and prunes finished jobs past their queue's retention.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::Shared;
+use crate::registry::describe;
+use crate::store::JobStore;
+
+/// How often the reaper recovers expired leases and prunes finished jobs.
+const REAP_EVERY: Duration = Duration::from_secs(5);
+
+/// Returns jobs of dead hosts to their queues and prunes finished jobs past retention.
+pub(super) async fn reaper<S: JobStore>(shared: Arc<Shared<S>>, stop: CancellationToken) {
+    let retention = &shared.config.retention;
+    loop {
+        let now = shared.clock.now();
+        match shared.store.recover(now).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(jobs = n, "recovered jobs whose lease expired"),
+            Err(error) => tracing::warn!("failed to recover expired leases: {}", describe(&error)),
+        }
+        if let Err(error) = shared.store.prune(retention, now).await {
+            tracing::warn!("failed to prune finished jobs: {}", describe(&error));
+        }
+        tokio::select! {
+            () = tokio::time::sleep(REAP_EVERY) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
