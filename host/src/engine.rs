@@ -63,7 +63,6 @@ pub struct Runtime {
     pub(crate) linker: Linker<JobCtx>,
     /// One permit per pool slot: a job waits here instead of failing with a pool error.
     pub(crate) slots: Arc<Semaphore>,
-    pub(crate) settings: RuntimeSettings,
     /// Hash of the engine's compilation settings, part of every cache key.
     pub(crate) settings_hash: String,
     ticker: Ticker,
@@ -87,7 +86,6 @@ impl Runtime {
                 .context("failed to start the epoch ticker")?,
             engine,
             linker,
-            settings,
             settings_hash,
         })
     }
@@ -95,10 +93,6 @@ impl Runtime {
     /// The wasmtime engine, for callers that compile or inspect components.
     pub fn engine(&self) -> &Engine {
         &self.engine
-    }
-
-    pub fn settings(&self) -> &RuntimeSettings {
-        &self.settings
     }
 }
 

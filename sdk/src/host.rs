@@ -105,7 +105,7 @@ impl EnqueueOptions {
         self
     }
 
-    /// Higher runs first within the queue; the host's default is 0.
+    /// Higher runs first within the queue; by default the queue's configured priority.
     pub fn priority(mut self, priority: i32) -> Self {
         self.priority = Some(priority);
         self

@@ -2,9 +2,10 @@
 //!
 //! A handler is a WebAssembly component that Kiln runs once per attempt of a job, in a fresh
 //! sandbox. With this crate a handler is one small file: implement [`Handler`] and invoke
-//! [`export!`]. The crate carries the WIT contract itself, so handler crates need no `wit/`
-//! directory; build them as a `cdylib` for `wasm32-wasip2` and drop the `.wasm` into Kiln's
-//! handlers directory (its file stem is the handler's name).
+//! [`export!`]. The crate generates its bindings from the contract in the Kiln repository's
+//! `wit/` directory when it is built, so handler crates need no `wit/` of their own; depend
+//! on it by path from a Kiln checkout, build as a `cdylib` for `wasm32-wasip2` and drop the
+//! `.wasm` into Kiln's handlers directory (its file stem is the handler's name).
 //!
 //! ```no_run
 //! use kiln_sdk::{EnqueueOptions, Handler, Job, JobError};
@@ -54,7 +55,7 @@
 //! crate-type = ["cdylib"]
 //!
 //! [dependencies]
-//! kiln-sdk = "0.1"
+//! kiln-sdk = { path = "../kiln/sdk" }   # a Kiln checkout
 //! serde = { version = "1", features = ["derive"] }
 //!
 //! [profile.release]

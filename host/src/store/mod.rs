@@ -1,19 +1,27 @@
 //! The job store contract: the durable queue every Kiln host and the CLI share.
 //!
-//! `JobStore` is the one trait the worker, the scheduler, the API and the CLI talk to; the
-//! embedded SQLite store (`embedded.rs`) and the Redis store implement it and pass the same
-//! conformance suite (`tests/store.rs`). It is not wasmtime's `Store`, which is per job.
+//! `JobStore` is the one trait the worker, the operations layer and the CLI talk to; the
+//! embedded SQLite store (`embedded/`) and the Redis store (`redis/`) implement it and pass
+//! the same conformance suite (`tests/store.rs`). It is not wasmtime's `Store`, which is per
+//! attempt. `any.rs` holds the store chosen by config; `lifecycle.rs` the rules both apply.
 //!
-//! Rules every implementation keeps:
+//! What holds on both stores:
 //! - Time comes from the caller: every operation that compares or records a time takes `now`,
 //!   so tests drive the lifecycle with a controlled clock. Only `wait` sleeps on real time.
 //! - Lifecycle: enqueue -> `Scheduled` (run_at in the future) or `Waiting` -> `Active` (claimed,
 //!   leased, attempt counted) -> `Succeeded` | `Scheduled`/`Waiting` (retry) | `Failed` |
-//!   `Cancelled`. An expired lease returns the job to `Waiting` with a `Lost` attempt record,
-//!   or fails it when no attempts are left. Delivery is at-least-once.
+//!   `Cancelled`. What a settlement or an expired lease does to a job is decided once, in
+//!   `lifecycle.rs`. Delivery is at-least-once.
 //! - A state change made on behalf of a worker (`renew`, `settle`, `progress`) applies only
 //!   while that worker still holds the lease; otherwise it is reported back, never applied.
-//! - Batches are atomic: one `claim` or one `settle` call is one transaction.
+//! - Ready jobs of a queue are claimed by priority, then `run_at`, then enqueue order.
+//!
+//! Where the Redis store differs (every queue lives in one Redis Cluster slot):
+//! - A batch (`enqueue`, `claim`, `settle`, `renew`) is atomic per queue; on the embedded
+//!   store one call is one transaction, whatever queues it spans.
+//! - Unique keys are unique within their queue; the embedded store checks them across queues.
+//! - Job ids are `QUEUE/UUID` (the queue is everything before the last `/`), so a job's keys
+//!   are known from its id; embedded ids are plain UUIDs.
 
 mod any;
 pub mod embedded;

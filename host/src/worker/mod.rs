@@ -131,11 +131,6 @@ impl<S: JobStore + 'static> Worker<S> {
         self
     }
 
-    /// This host's lease owner id, as recorded in the leases of the jobs it runs.
-    pub fn owner(&self) -> &str {
-        &self.shared.owner
-    }
-
     /// Runs until `shutdown` resolves, then drains as the module doc describes.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let shared = self.shared;
