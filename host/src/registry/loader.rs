@@ -1,0 +1,217 @@
+//! Turning one `.wasm` file into a [`LoadedHandler`]: reading it, hashing it, compiling it or
+//! mapping its precompiled artifact from the cache, and pre-instantiating it against the
+//! linker, which refuses anything that is not a `kiln:handler` component.
+//!
+//! Rules: loading blocks (file I/O, Cranelift), so it runs on blocking threads, never the
+//! async ones. An artifact is written under a temporary name and renamed into place: a cached
+//! file may be memory-mapped by a running host and is never rewritten in place. A cache that
+//! cannot be read or written only costs a compile; it never refuses a handler.
+
+use std::fmt;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+use wasmtime::component::Component;
+
+use crate::bindings::HandlerPre;
+use crate::engine::Runtime;
+use crate::host_api::JobCtx;
+
+/// Where a loaded handler's machine code came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LoadSource {
+    /// Compiled from the `.wasm` now.
+    Compiled,
+    /// Mapped from a precompiled artifact in the cache.
+    Cache,
+}
+
+/// One version of one handler, ready to instantiate.
+pub struct LoadedHandler {
+    /// The handler's name: the file stem of its `.wasm`.
+    pub name: String,
+    /// Hex SHA-256 of the `.wasm` bytes; recorded with every attempt this version runs.
+    pub digest: String,
+    /// Size of the `.wasm` in bytes.
+    pub size: u64,
+    pub path: PathBuf,
+    /// Time to compile or to load from the cache, and type-check.
+    pub took: Duration,
+    pub source: LoadSource,
+    pub(crate) pre: HandlerPre<JobCtx>,
+}
+
+impl fmt::Debug for LoadedHandler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoadedHandler")
+            .field("name", &self.name)
+            .field("digest", &self.digest)
+            .field("size", &self.size)
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a file could not become a handler. Each message names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("failed to read handler `{file}`")]
+    Read {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("handler `{file}` is not a valid WebAssembly component: {reason}")]
+    Invalid { file: String, reason: String },
+    #[error("handler `{file}` does not match the kiln:handler world: {reason}")]
+    Contract { file: String, reason: String },
+    #[error("handler `{file}` has no usable name (expected NAME.wasm)")]
+    Name { file: String },
+}
+
+/// The handler name a path serves: its file stem, if it is a `.wasm` file.
+pub fn handler_name(path: &Path) -> Option<String> {
+    if path.extension()? != "wasm" {
+        return None;
+    }
+    let stem = path.file_stem()?.to_str()?;
+    let valid = !stem.is_empty()
+        && !stem.starts_with('.')
+        && stem
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    valid.then(|| stem.to_owned())
+}
+
+/// The file as errors and logs name it: its file name, else the whole path.
+pub(super) fn display_file(path: &Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into(),
+    )
+}
+
+/// Hex SHA-256 of some bytes.
+pub fn digest(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+impl Runtime {
+    /// Reads, compiles (or loads from `cache_dir`) and type-checks the handler at `path`.
+    /// Blocking: call it from a blocking thread.
+    pub fn load_handler(
+        &self,
+        path: &Path,
+        cache_dir: Option<&Path>,
+    ) -> Result<LoadedHandler, LoadError> {
+        let started = Instant::now();
+        let file = display_file(path);
+        let name = handler_name(path).ok_or_else(|| LoadError::Name { file: file.clone() })?;
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        let digest = digest(&bytes);
+        let (component, source) = self.component(&bytes, &digest, cache_dir, &file)?;
+        let pre = self.pre_instantiate(&component, &file)?;
+        Ok(LoadedHandler {
+            name,
+            digest,
+            size: bytes.len() as u64,
+            path: path.to_owned(),
+            took: started.elapsed(),
+            source,
+            pre,
+        })
+    }
+
+    /// Type-checks a compiled component against the handler world.
+    pub(crate) fn pre_instantiate(
+        &self,
+        component: &Component,
+        file: &str,
+    ) -> Result<HandlerPre<JobCtx>, LoadError> {
+        let contract = |error: wasmtime::Error| LoadError::Contract {
+            file: file.to_owned(),
+            reason: format!("{error:#}"),
+        };
+        let pre = self.linker.instantiate_pre(component).map_err(contract)?;
+        HandlerPre::new(pre).map_err(contract)
+    }
+
+    /// Compiles `bytes`, without the cache; used by `kiln check`.
+    pub fn compile(&self, bytes: &[u8], file: &str) -> Result<Component, LoadError> {
+        Component::new(&self.engine, bytes).map_err(|error| LoadError::Invalid {
+            file: file.to_owned(),
+            reason: format!("{error:#}"),
+        })
+    }
+
+    /// The compiled component for `bytes`: from the cache when it holds a usable artifact,
+    /// else compiled now (and cached, if there is a cache).
+    fn component(
+        &self,
+        bytes: &[u8],
+        digest: &str,
+        cache_dir: Option<&Path>,
+        file: &str,
+    ) -> Result<(Component, LoadSource), LoadError> {
+        let Some(cache_dir) = cache_dir else {
+            return Ok((self.compile(bytes, file)?, LoadSource::Compiled));
+        };
+        let artifact = cache_dir.join(format!("{digest}-{}.cwasm", self.settings_hash));
+        if artifact.exists() {
+            match self.deserialize_artifact(&artifact) {
+                Ok(component) => return Ok((component, LoadSource::Cache)),
+                Err(error) => tracing::warn!(
+                    artifact = %artifact.display(),
+                    "ignoring unusable cached artifact: {error:#}"
+                ),
+            }
+        }
+        let component = self.compile(bytes, file)?;
+        if let Err(error) = write_artifact(&component, cache_dir, &artifact) {
+            tracing::warn!(
+                artifact = %artifact.display(),
+                "failed to cache compiled handler `{file}`: {error:#}"
+            );
+        }
+        Ok((component, LoadSource::Compiled))
+    }
+
+    /// Maps a precompiled artifact written by this host.
+    #[allow(unsafe_code)]
+    fn deserialize_artifact(&self, artifact: &Path) -> wasmtime::Result<Component> {
+        // SAFETY: wasmtime requires that the file was produced by `Component::serialize` of a
+        // compatible engine and is not modified while mapped. Kiln only reads artifacts from
+        // its own cache directory (which must be writable by the host's user alone), names
+        // them by content digest and engine settings, writes them under a temporary name and
+        // renames them into place, and never rewrites one in place.
+        unsafe { Component::deserialize_file(&self.engine, artifact) }
+    }
+}
+
+/// Writes `component`'s artifact to `artifact` in `dir`: a temporary file, synced, renamed.
+fn write_artifact(component: &Component, dir: &Path, artifact: &Path) -> anyhow::Result<()> {
+    let bytes = component.serialize()?;
+    std::fs::create_dir_all(dir)?;
+    let mut temp = tempfile_in(dir)?;
+    temp.1.write_all(&bytes)?;
+    temp.1.sync_all()?;
+    std::fs::rename(&temp.0, artifact)?;
+    Ok(())
+}
+
+/// A new file in `dir` with a unique name, for writing before a rename.
+fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
+    let path = dir.join(format!(".tmp-{}", uuid::Uuid::now_v7()));
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)?;
+    Ok((path, file))
+}
