@@ -63,7 +63,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<AnyStore> {
 
 /// A runtime sized for the host's concurrency and a registry of every handler in the
 /// configured directory (created if missing), loaded.
-async fn load_handlers(config: &Config, _events: &Events) -> anyhow::Result<Registry> {
+async fn load_handlers(config: &Config, events: &Events) -> anyhow::Result<Registry> {
     let runtime = Arc::new(Runtime::new(RuntimeSettings {
         max_instances: u32::try_from(config.host.concurrency).unwrap_or(u32::MAX),
         max_memory: config.max_job_memory(),
@@ -73,7 +73,7 @@ async fn load_handlers(config: &Config, _events: &Events) -> anyhow::Result<Regi
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("failed to create handlers directory `{}`", dir.display()))?;
     let cache = config.host.cache_dir.clone();
-    let registry = Registry::new(runtime, dir.clone(), Some(cache));
+    let registry = Registry::new(runtime, dir.clone(), Some(cache)).with_events(events.clone());
     let changes = registry
         .load_all()
         .await

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::engine::Runtime;
+use crate::events::{Event, Events};
 
 use loader::display_file;
 pub use loader::{LoadError, LoadSource, LoadedHandler, digest, handler_name};
@@ -45,6 +46,8 @@ pub struct Registry {
     /// The message of each name whose newest file was refused, for `kiln handlers`; cleared
     /// when a file of that name loads or is removed. Same locking as `handlers`.
     errors: RwLock<BTreeMap<String, String>>,
+    /// Told of every handler loaded, refused or removed.
+    events: Events,
 }
 
 impl Registry {
@@ -55,7 +58,15 @@ impl Registry {
             cache_dir,
             handlers: RwLock::default(),
             errors: RwLock::default(),
+            events: Events::default(),
         }
+    }
+
+    /// Reports every handler loaded, refused or removed to `events` (by default they are
+    /// only logged).
+    pub fn with_events(mut self, events: Events) -> Self {
+        self.events = events;
+        self
     }
 
     pub fn runtime(&self) -> &Arc<Runtime> {
@@ -162,17 +173,21 @@ impl Registry {
         if self.get(&name).is_some_and(|c| c.digest == digest) {
             return Change::Unchanged { name };
         }
-        tracing::info!(
-            handler = %name, %digest, source = ?loaded.source, took = ?loaded.took,
-            "handler loaded"
-        );
-        let mut handlers = self
+        let loaded = Arc::new(loaded);
+        let replaced = self
             .handlers
             .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        match handlers.insert(name.clone(), Arc::new(loaded)) {
-            Some(_) => Change::Replaced { name, digest },
-            None => Change::Added { name, digest },
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.clone(), loaded.clone())
+            .is_some();
+        self.events.emit(Event::HandlerLoaded {
+            handler: &loaded,
+            replaced,
+        });
+        if replaced {
+            Change::Replaced { name, digest }
+        } else {
+            Change::Added { name, digest }
         }
     }
 
@@ -181,11 +196,11 @@ impl Registry {
     }
 
     fn refuse_message(&self, name: String, message: String) -> Change {
-        if self.get(&name).is_some() {
-            tracing::error!(handler = %name, "{message}; the previous version keeps serving");
-        } else {
-            tracing::error!(handler = %name, "{message}");
-        }
+        self.events.emit(Event::HandlerRefused {
+            name: &name,
+            error: &message,
+            serving: self.get(&name).is_some(),
+        });
         self.errors
             .write()
             .unwrap_or_else(PoisonError::into_inner)
@@ -207,7 +222,7 @@ impl Registry {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&name);
         if removed.is_some() {
-            tracing::info!(handler = %name, "handler removed");
+            self.events.emit(Event::HandlerRemoved { name: &name });
         }
         Change::Removed { name }
     }
