@@ -2,6 +2,7 @@
 
 mod cli;
 mod config;
+mod ops;
 mod redis;
 mod redis_hosts;
 mod redis_server;

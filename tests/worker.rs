@@ -300,6 +300,21 @@ async fn child_jobs_enqueued_by_a_handler_run() {
     host.stop().await;
 }
 
+/// A handler's child job is checked like any producer's: one for a handler that is not in
+/// the handlers directory is refused, and the parent's handler hears why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_jobs_go_through_the_same_enqueue_rules() {
+    let mut host =
+        TestHost::start(&["fanout", "echo"], "[handlers.fanout]\nmax_attempts = 1\n").await;
+    let id = host
+        .enqueue("fanout", json!({"handler": "ghost", "count": 1}))
+        .await;
+    let job = host.until_state(&id, JobState::Failed).await;
+    let error = job.error.unwrap();
+    assert!(error.contains("unknown handler `ghost`"), "{error}");
+    host.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_is_visible_while_the_job_runs() {
     let mut host = TestHost::start(&["progress"], "").await;
