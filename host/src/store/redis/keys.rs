@@ -1,0 +1,73 @@
+//! The names of a queue's keys and what job ids say about them.
+//!
+//! All keys of a queue share one hash tag (`<namespace>:{q:<queue>}:...`), so every script
+//! touches a single cluster slot. Job ids are `<queue>/<uuid v7>`: the queue is everything
+//! before the last `/`, so `get(id)` knows the keys without a lookup, and the uuid orders
+//! jobs by age across queues.
+
+use std::collections::BTreeMap;
+
+/// The ten per-queue keys every script receives as KEYS[1..10], in this order.
+pub(super) const QUEUE_KEYS: [&str; 10] = [
+    "waiting",
+    "scheduled",
+    "active",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "all",
+    "unique",
+    "paused",
+    "leases",
+];
+
+/// The queue a Redis job id belongs to (everything before the last `/`).
+pub fn queue_of(id: &str) -> Option<&str> {
+    id.rsplit_once('/').map(|(queue, _)| queue)
+}
+
+/// The time-ordered part of an id (after the last `/`), used to sort across queues.
+pub(super) fn order_key(id: &str) -> &str {
+    id.rsplit_once('/').map_or(id, |(_, uuid)| uuid)
+}
+
+/// The names of one queue's keys.
+pub(super) struct QueueKeys<'a> {
+    /// `<namespace>:{q:<queue>}:`
+    pub(super) prefix: String,
+    pub(super) queue: &'a str,
+}
+
+impl<'a> QueueKeys<'a> {
+    pub(super) fn new(namespace: &str, queue: &'a str) -> Self {
+        QueueKeys {
+            prefix: format!("{namespace}:{{q:{queue}}}:"),
+            queue,
+        }
+    }
+
+    pub(super) fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    pub(super) fn job(&self, id: &str) -> String {
+        format!("{}job:{id}", self.prefix)
+    }
+}
+
+/// Groups items by the queue their id names, keeping input order within each group. Items
+/// whose id names no queue are returned separately.
+pub(super) fn group_by_queue<T>(
+    items: impl IntoIterator<Item = T>,
+    id: impl Fn(&T) -> &str,
+) -> (BTreeMap<String, Vec<T>>, Vec<T>) {
+    let mut groups: BTreeMap<String, Vec<T>> = BTreeMap::new();
+    let mut orphans = Vec::new();
+    for item in items {
+        match queue_of(id(&item)) {
+            Some(queue) => groups.entry(queue.to_owned()).or_default().push(item),
+            None => orphans.push(item),
+        }
+    }
+    (groups, orphans)
+}
