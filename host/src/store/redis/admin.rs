@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::keys::{order_key, queue_of};
 use super::record::{Claim, decode};
-use super::scripts::SCRIPTS;
-use super::{RedisStore, backend, millis};
+use super::scripts::{CancelReply, RetryReply, SCRIPTS};
+use super::{RedisStore, backend, bad_reply, millis};
 use crate::store::{
     CancelOutcome, Job, JobState, ListFilter, Page, QueueCounts, RetentionPolicy, RetryTarget,
     StoreError, StoreResult, Timestamp,
@@ -88,40 +88,40 @@ impl RedisStore {
         target: RetryTarget,
         now: Timestamp,
     ) -> StoreResult<usize> {
-        let queues = match &target {
-            RetryTarget::One(id) => {
-                let queue = queue_of(id).ok_or_else(|| StoreError::NotFound(id.clone()))?;
-                vec![queue.to_owned()]
-            }
-            RetryTarget::AllFailed { queue: Some(queue) } => vec![queue.clone()],
+        let queues = match target {
+            RetryTarget::One(id) => return self.retry_one(&id, now).await,
+            RetryTarget::AllFailed { queue: Some(queue) } => vec![queue],
             RetryTarget::AllFailed { queue: None } => self.queues().await?,
         };
         let mut revived = 0;
         for queue in &queues {
             let keys = self.keys(queue);
             let mut invocation = self.invocation(&SCRIPTS.retry, &keys, now);
-            match &target {
-                RetryTarget::One(id) => invocation.key(keys.job(id)).arg("one").arg(id),
-                RetryTarget::AllFailed { .. } => invocation.arg("all"),
-            };
-            let (count, state): (usize, String) =
-                invocation
-                    .invoke_async(&mut self.conn())
-                    .await
-                    .map_err(backend(format!("retry failed jobs of queue `{queue}`")))?;
-            if let (RetryTarget::One(id), 0) = (&target, count) {
-                return Err(match state.parse::<JobState>() {
-                    Ok(state) => StoreError::InvalidState {
-                        id: id.clone(),
-                        state,
-                        action: "retry",
-                    },
-                    Err(_) => StoreError::NotFound(id.clone()),
-                });
+            invocation.arg("all");
+            let context = format!("retry failed jobs of queue `{queue}`");
+            match self.run(&invocation, &context).await? {
+                RetryReply::Revived(count) => revived += count,
+                other => return Err(bad_reply(&context, format!("{other:?} for all jobs"))),
             }
-            revived += count;
         }
         Ok(revived)
+    }
+
+    /// Revives failed job `id`; `NotFound` or `InvalidState` when it is missing or not failed.
+    async fn retry_one(&self, id: &str, now: Timestamp) -> StoreResult<usize> {
+        let queue = queue_of(id).ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
+        let keys = self.keys(queue);
+        let mut invocation = self.invocation(&SCRIPTS.retry, &keys, now);
+        invocation.key(keys.job(id)).arg("one").arg(id);
+        match self.run(&invocation, &format!("retry job `{id}`")).await? {
+            RetryReply::Revived(count) => Ok(count),
+            RetryReply::Missing => Err(StoreError::NotFound(id.to_owned())),
+            RetryReply::NotFailed(state) => Err(StoreError::InvalidState {
+                id: id.to_owned(),
+                state: record_state(id, &state)?,
+                action: "retry",
+            }),
+        }
     }
 
     pub(super) async fn cancel_job(&self, id: &str, now: Timestamp) -> StoreResult<CancelOutcome> {
@@ -129,21 +129,13 @@ impl RedisStore {
         let keys = self.keys(queue);
         let mut invocation = self.invocation(&SCRIPTS.cancel, &keys, now);
         invocation.key(keys.job(id)).arg(id);
-        let outcome: String = invocation
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(backend(format!("cancel job `{id}`")))?;
-        match outcome.as_str() {
-            "cancelled now" => Ok(CancelOutcome::Cancelled),
-            "requested" => Ok(CancelOutcome::Requested),
-            "missing" => Err(StoreError::NotFound(id.to_owned())),
-            state => state
-                .parse()
-                .map(CancelOutcome::AlreadyFinished)
-                .map_err(|e| StoreError::Corrupt {
-                    id: id.to_owned(),
-                    reason: format!("{e}"),
-                }),
+        match self.run(&invocation, &format!("cancel job `{id}`")).await? {
+            CancelReply::Cancelled => Ok(CancelOutcome::Cancelled),
+            CancelReply::Requested => Ok(CancelOutcome::Requested),
+            CancelReply::Missing => Err(StoreError::NotFound(id.to_owned())),
+            CancelReply::Finished(state) => {
+                record_state(id, &state).map(CancelOutcome::AlreadyFinished)
+            }
         }
     }
 
@@ -174,10 +166,9 @@ impl RedisStore {
 
     pub(super) async fn clear_queue(&self, queue: &str) -> StoreResult<usize> {
         let keys = self.keys(queue);
-        self.invocation(&SCRIPTS.clear, &keys, Timestamp(0))
-            .invoke_async(&mut self.conn())
+        let invocation = self.invocation(&SCRIPTS.clear, &keys, Timestamp(0));
+        self.run(&invocation, &format!("clear queue `{queue}`"))
             .await
-            .map_err(backend(format!("clear queue `{queue}`")))
     }
 
     pub(super) async fn prune_jobs(
@@ -198,11 +189,8 @@ impl RedisStore {
                 let cutoff = by_age.max(by_count);
                 invocation.arg(cutoff.map(|at| at.to_string()).unwrap_or_default());
             }
-            let pruned: usize = invocation
-                .invoke_async(&mut self.conn())
-                .await
-                .map_err(backend(format!("prune finished jobs of queue `{queue}`")))?;
-            deleted += pruned;
+            let context = format!("prune finished jobs of queue `{queue}`");
+            deleted += self.run::<usize>(&invocation, &context).await?;
         }
         Ok(deleted)
     }
@@ -305,4 +293,12 @@ impl RedisStore {
         // The set is ordered by finish time: the last of the oldest `excess` is the cutoff.
         Ok(entries.last().map(|(_, at)| *at as i64 + 1))
     }
+}
+
+/// The state a record of job `id` names; a name that is no state makes the job corrupt.
+fn record_state(id: &str, state: &str) -> StoreResult<JobState> {
+    state.parse().map_err(|e| StoreError::Corrupt {
+        id: id.to_owned(),
+        reason: format!("{e}"),
+    })
 }

@@ -3,9 +3,10 @@
 -- `<prefix>garbage:<id>`; the job key gets a failed record.
 -- KEYS: the queue's ten keys (see lib.lua), then [11] the job key.
 -- ARGV: [1..4] prefix, queue, now, wake channel (see lib.lua)  [5] the job id  [6] reason
--- Returns: the reason as stored.
+-- Returns: { 'moved', reason as stored }, or { 'missing' } when the job key holds nothing.
 
+local MOVED, MISSING = 'moved', 'missing'
 if redis.call('EXISTS', KEYS[11]) == 0 then
-  return ARGV[6]
+  return { MISSING }
 end
-return quarantine(ARGV[5], ARGV[6], true)
+return { MOVED, quarantine(ARGV[5], ARGV[6], true) }

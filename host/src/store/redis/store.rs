@@ -4,13 +4,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use redis::Value;
-
 use super::keys::{group_by_queue, queue_of};
 use super::record::{Claim, Claimed, claimed_job};
-use super::scripts::SCRIPTS;
+use super::scripts::{ClaimReply, ProgressReply, Quarantined, Renewal, SCRIPTS};
 use super::wake::Registration;
-use super::{MAX_CLAIM_BATCH, MOVE_BATCH, RedisStore, backend, bad_reply, lock, log_report};
+use super::{MAX_CLAIM_BATCH, MOVE_BATCH, RedisStore, backend, lock};
 use crate::store::{
     CancelOutcome, Enqueued, Job, JobStore, ListFilter, NewJob, Page, Progress, QueueCounts,
     RenewReport, RetentionPolicy, RetryTarget, Settlement, StoreError, StoreResult, Timestamp,
@@ -40,22 +38,8 @@ impl RedisStore {
                 .arg(if job.unique_key.is_some() { "1" } else { "0" })
                 .arg(job.unique_key.as_deref().unwrap_or(""));
         }
-        let context = format!("enqueue jobs in queue `{queue}`");
-        let reply: Vec<Value> = invocation
-            .invoke_async(&mut self.conn())
+        self.run(&invocation, &format!("enqueue jobs in queue `{queue}`"))
             .await
-            .map_err(backend(context.clone()))?;
-        let mut results = Vec::with_capacity(jobs.len());
-        for pair in reply.chunks(2) {
-            match pair {
-                [Value::BulkString(id), Value::Int(existing)] => results.push(Enqueued {
-                    id: String::from_utf8_lossy(id).into_owned(),
-                    existing: *existing == 1,
-                }),
-                _ => return Err(bad_reply(&context, format!("unexpected reply {pair:?}"))),
-            }
-        }
-        Ok(results)
     }
 
     /// Moves a claimed job the host cannot decode aside as failed, so it cannot block its
@@ -64,13 +48,16 @@ impl RedisStore {
         let keys = self.keys(queue);
         let mut invocation = self.invocation(&SCRIPTS.quarantine, &keys, now);
         invocation.key(keys.job(id)).arg(id).arg(reason);
-        let moved: Result<String, _> = invocation.invoke_async(&mut self.conn()).await;
-        match moved {
-            Ok(reason) => {
+        let context = format!("move job `{id}` aside");
+        match self.run(&invocation, &context).await {
+            Ok(Quarantined::Moved(reason)) => {
                 tracing::error!(queue, job = %id, "moved a corrupt job aside as failed: {reason}")
             }
+            Ok(Quarantined::Missing) => {
+                tracing::warn!(queue, job = %id, "a corrupt job was gone before it could be moved aside ({reason})")
+            }
             Err(e) => {
-                tracing::error!(queue, job = %id, "failed to move a corrupt job aside ({reason}): {e}")
+                tracing::error!(queue, job = %id, "failed to move a corrupt job aside ({reason}): {e:#}")
             }
         }
     }
@@ -90,18 +77,16 @@ impl RedisStore {
         for id in ids {
             invocation.key(keys.job(id)).arg(id.as_str());
         }
-        let codes: Vec<i64> = invocation
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(backend(format!("renew leases in queue `{queue}`")))?;
-        for (id, code) in ids.iter().zip(codes) {
-            match code {
-                0 => {
+        let context = format!("renew leases in queue `{queue}`");
+        let renewals: Vec<Renewal> = self.run(&invocation, &context).await?;
+        for (id, renewal) in ids.iter().zip(renewals) {
+            match renewal {
+                Renewal::Lost => {
                     self.forget_claims([(id.as_str(), owner)]);
                     report.lost.push((*id).clone());
                 }
-                2 => report.cancel_requested.push((*id).clone()),
-                _ => {}
+                Renewal::CancelRequested => report.cancel_requested.push((*id).clone()),
+                Renewal::Held => {}
             }
         }
         Ok(())
@@ -173,11 +158,9 @@ impl JobStore for RedisStore {
             .arg(owner)
             .arg((now + lease).0)
             .arg(MOVE_BATCH);
-        let (claimed, report): (Vec<(String, Vec<u8>)>, Vec<String>) = invocation
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(backend(format!("claim jobs from queue `{queue}`")))?;
-        log_report(queue, &report);
+        let context = format!("claim jobs from queue `{queue}`");
+        let ClaimReply { claimed, broken } = self.run(&invocation, &context).await?;
+        broken.log(queue);
         let mut jobs = Vec::with_capacity(claimed.len());
         let mut kept = Vec::with_capacity(claimed.len());
         for (id, record) in claimed {
@@ -275,14 +258,10 @@ impl JobStore for RedisStore {
             .arg(if progress.message.is_some() { "1" } else { "0" })
             .arg(progress.message.as_deref().unwrap_or(""))
             .arg(id);
-        let recorded: i64 = invocation
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(backend(format!("record progress of job `{id}`")))?;
-        if recorded == 1 {
-            Ok(())
-        } else {
-            Err(not_held())
+        let context = format!("record progress of job `{id}`");
+        match self.run(&invocation, &context).await? {
+            ProgressReply::Recorded => Ok(()),
+            ProgressReply::NotHeld => Err(not_held()),
         }
     }
 
