@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::keys::{order_key, queue_of};
+use super::keys::{order_key, queue_of, waiting_id};
 use super::record::{Claim, decode};
 use super::scripts::{CancelReply, RetryReply, SCRIPTS};
 use super::{RedisStore, backend, bad_reply, millis};
@@ -11,6 +11,14 @@ use crate::store::{
     CancelOutcome, Job, JobState, ListFilter, Page, QueueCounts, RetentionPolicy, RetryTarget,
     StoreError, StoreResult, Timestamp,
 };
+
+/// What Redis holds of one job: its record, its `leases` value and its `active` score (each
+/// `None` when absent; a record is also `None` when the key holds something else).
+pub(super) struct Stored {
+    pub(super) record: Option<Vec<u8>>,
+    pub(super) lease: Option<Vec<u8>>,
+    pub(super) expires_at: Option<f64>,
+}
 
 impl RedisStore {
     pub(super) async fn get_job(&self, id: &str) -> StoreResult<Option<Job>> {
@@ -195,36 +203,55 @@ impl RedisStore {
         Ok(deleted)
     }
 
-    /// Reads jobs of one queue: their records, leases and lease expiries in one pipeline.
-    /// Missing ones are skipped.
+    /// Reads jobs of one queue: their records with their leases laid over them. Missing
+    /// ones are skipped.
     async fn read_jobs(&self, queue: &str, ids: &[String]) -> StoreResult<Vec<Job>> {
+        let mut jobs = Vec::with_capacity(ids.len());
+        for (id, stored) in ids.iter().zip(self.read_stored(queue, ids).await?) {
+            let Some(record) = stored.record else {
+                continue;
+            };
+            let claim = stored
+                .lease
+                .zip(stored.expires_at)
+                .and_then(|(lease, at)| Claim::parse(&lease, at));
+            jobs.push(decode(id, &record, claim)?);
+        }
+        Ok(jobs)
+    }
+
+    /// What Redis holds of jobs `ids` of one queue, in order, read in one pipeline.
+    pub(super) async fn read_stored(
+        &self,
+        queue: &str,
+        ids: &[impl AsRef<str>],
+    ) -> StoreResult<Vec<Stored>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let keys = self.keys(queue);
+        let ids: Vec<&str> = ids.iter().map(AsRef::as_ref).collect();
         type Read = (Vec<Option<Vec<u8>>>, Vec<Option<Vec<u8>>>, Vec<Option<f64>>);
         let (records, leases, expiries): Read = redis::pipe()
             .cmd("MGET")
             .arg(ids.iter().map(|id| keys.job(id)).collect::<Vec<_>>())
             .cmd("HMGET")
             .arg(keys.key("leases"))
-            .arg(ids)
+            .arg(&ids)
             .cmd("ZMSCORE")
             .arg(keys.key("active"))
-            .arg(ids)
+            .arg(&ids)
             .query_async(&mut self.conn())
             .await
             .map_err(backend(format!("read jobs of queue `{queue}`")))?;
-        let mut jobs = Vec::with_capacity(ids.len());
-        for (((id, record), lease), expires_at) in ids.iter().zip(records).zip(leases).zip(expiries)
-        {
-            let Some(record) = record else { continue };
-            let claim = lease
-                .zip(expires_at)
-                .and_then(|(lease, at)| Claim::parse(&lease, at));
-            jobs.push(decode(id, &record, claim)?);
-        }
-        Ok(jobs)
+        let stored = records.into_iter().zip(leases).zip(expiries);
+        Ok(stored
+            .map(|((record, lease), expires_at)| Stored {
+                record,
+                lease,
+                expires_at,
+            })
+            .collect())
     }
 
     /// The newest `count` ids of one queue (in `state` if given), newest first.
@@ -258,7 +285,7 @@ impl RedisStore {
         let mut ids: Vec<String> = members
             .into_iter()
             .map(|member| match state {
-                JobState::Waiting => member.get(16..).unwrap_or_default().to_owned(),
+                JobState::Waiting => waiting_id(&member).to_owned(),
                 _ => member,
             })
             .collect();

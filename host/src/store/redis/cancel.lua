@@ -13,13 +13,13 @@ if not job then
 end
 if redis.call('HEXISTS', K_LEASES, id) == 1 then
   job.cancel_requested, job.updated_at = true, NOW
-  save(nil, id, job)
+  save(id, job)
   return { REQUESTED }
 end
 if job.state == 'scheduled' or job.state == 'waiting' then
   unlist(id, job)
   job.state, job.updated_at, job.finished_at = 'cancelled', NOW, NOW
-  save(nil, id, job)
+  save(id, job)
   redis.call('ZADD', K_CANCELLED, NOW, id)
   release_unique(job, id)
   return { CANCELLED }

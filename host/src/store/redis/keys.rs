@@ -7,6 +7,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::store::Timestamp;
+
 /// The ten per-queue keys every script receives as KEYS[1..10], in this order.
 pub(super) const QUEUE_KEYS: [&str; 10] = [
     "waiting",
@@ -29,6 +31,25 @@ pub fn queue_of(id: &str) -> Option<&str> {
 /// The time-ordered part of an id (after the last `/`), used to sort across queues.
 pub(super) fn order_key(id: &str) -> &str {
     id.rsplit_once('/').map_or(id, |(_, uuid)| uuid)
+}
+
+/// How many digits of a `waiting` member hold the job's run_at.
+const RUN_AT_DIGITS: usize = 16;
+
+/// Added to run_at in a `waiting` member, so that negative times sort too.
+const RUN_AT_OFFSET: i64 = 1_000_000_000_000_000;
+
+/// Job `id`'s member of the `waiting` zset (score: -priority): its run_at as 16 digits, then
+/// the id. Equal priorities run by run_at, then by id (time-ordered, so FIFO). The same as
+/// `ready_member` in lib.lua and the README's key table.
+pub(super) fn waiting_member(run_at: Timestamp, id: &str) -> String {
+    let at = run_at.0.saturating_add(RUN_AT_OFFSET);
+    format!("{at:0width$}{id}", width = RUN_AT_DIGITS)
+}
+
+/// The job id in a `waiting` member.
+pub(super) fn waiting_id(member: &str) -> &str {
+    member.get(RUN_AT_DIGITS..).unwrap_or_default()
 }
 
 /// The names of one queue's keys.

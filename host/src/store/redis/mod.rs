@@ -29,6 +29,7 @@
 mod admin;
 mod conn;
 mod keys;
+mod reaper;
 mod record;
 mod scripts;
 mod settle;
@@ -46,7 +47,7 @@ pub use keys::queue_of;
 
 use conn::{Conn, connect};
 use keys::QueueKeys;
-use record::Claimed;
+use settle::Holding;
 use wake::{Wakers, subscribe};
 
 use super::{StoreError, StoreResult};
@@ -62,11 +63,6 @@ pub const MAX_CLAIM_BATCH: usize = 1_000;
 /// of thousands of delayed jobs from stalling the server in one script; the rest move on the
 /// next call.
 const MOVE_BATCH: usize = 1_000;
-
-/// Largest claimed record a handle settles by sending the new record itself. The claimed
-/// record goes back with it for the check, so a big payload would cross the network twice
-/// more; bigger records are settled by the script.
-const HOST_SETTLE_MAX_RECORD: usize = 64 * 1024;
 
 /// The Redis job store. Cheap to clone; clones share connections. It is also the client
 /// producers in Rust use: open it and call `enqueue` / `get`.
@@ -86,8 +82,8 @@ struct Inner {
     /// Queues this handle has already added to the `<namespace>:queues` registry, so enqueue
     /// pays for the `SADD` once per queue.
     registered: Mutex<HashSet<String>>,
-    /// The jobs this handle claimed and has not settled, by id (see `Claimed`).
-    claims: Mutex<HashMap<String, Claimed>>,
+    /// The jobs this handle claimed and has not settled, by id (see `Holding`): settling them reads nothing first.
+    claims: Mutex<HashMap<String, Arc<Holding>>>,
 }
 
 impl RedisStore {
@@ -186,15 +182,6 @@ fn bad_reply(context: &str, detail: impl Into<String>) -> StoreError {
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Logs the `id, reason` pairs a script reported for broken entries it moved aside.
-fn log_report(queue: &str, report: &[String]) {
-    for pair in report.chunks(2) {
-        if let [id, reason] = pair {
-            tracing::error!(queue, job = %id, "broken job entry in redis: {reason}");
-        }
-    }
 }
 
 fn millis(duration: Duration) -> i64 {

@@ -19,5 +19,5 @@ end
 job.progress_percent = tonumber(ARGV[6])
 job.progress_message = ARGV[7] == '1' and ARGV[8] or nil
 job.updated_at = NOW
-save(nil, id, job)
+save(id, job)
 return RECORDED

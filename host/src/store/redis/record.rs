@@ -1,6 +1,7 @@
 //! The job record codec: a job is one string key holding a MessagePack map (the README's
 //! "Redis job format"). Decoding a record into a `Job` (with the claim laid over it when the
-//! job is active), and building the record of a settled job from the one its claim read.
+//! job is active), and patching a record into the one its job has after a settlement
+//! (`Patch`), keeping every field the patch does not name as it was.
 //!
 //! A claim does not rewrite the record: a claimed job is active through its queue's `leases`
 //! hash and `active` set, and readers lay the lease over the record (`Claim`).
@@ -31,16 +32,28 @@ impl Claim {
         });
     }
 
-    /// From a `leases` value (`<claimed_at>:<owner>`) and the `active` score.
+    /// From a `leases` value and the `active` score.
     pub(super) fn parse(value: &[u8], expires_at: f64) -> Option<Self> {
-        let value = std::str::from_utf8(value).ok()?;
-        let (at, owner) = value.split_once(':')?;
+        let (claimed_at, owner) = lease_parts(value)?;
         Some(Claim {
             owner: owner.to_owned(),
-            claimed_at: Timestamp(at.parse().ok()?),
+            claimed_at,
             expires_at: Timestamp(expires_at as i64),
         })
     }
+}
+
+/// A `leases` value: when the claim was made, a colon, the lease owner (as `lease_value` in
+/// lib.lua writes it).
+pub(super) fn lease_value(claimed_at: Timestamp, owner: &str) -> String {
+    format!("{}:{owner}", claimed_at.0)
+}
+
+/// The claim time and owner of a `leases` value, or `None` for a value Kiln did not write.
+pub(super) fn lease_parts(value: &[u8]) -> Option<(Timestamp, &str)> {
+    let value = std::str::from_utf8(value).ok()?;
+    let (at, owner) = value.split_once(':')?;
+    Some((Timestamp(at.parse().ok()?), owner))
 }
 
 /// One job record (a MessagePack map), field name -> value, while it is decoded.
@@ -183,129 +196,167 @@ impl<'a> Record<'a> {
     }
 }
 
-/// A record `claim.lua` claimed as the waiting job `id` of `queue`, as the job it now is, or
-/// why it is not one (the claim only looked for the bytes of `state: 'waiting'`).
-pub(super) fn claimed_job(
-    id: &str,
-    queue: &str,
-    bytes: &[u8],
-    claim: Claim,
-) -> Result<Job, String> {
-    let mut job = Record::parse(bytes)?.job(None)?;
+/// Why a record listed as a waiting or claimed job is not that job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum NotWaiting {
+    /// It cannot be read as a job of this queue with this id.
+    Unreadable(String),
+    /// It is a sound job record, but in this state (a claimed job's record says waiting).
+    State(JobState),
+}
+
+impl NotWaiting {
+    /// Why the record is moved aside, when it is.
+    pub(super) fn reason(&self) -> String {
+        match self {
+            NotWaiting::Unreadable(reason) => reason.clone(),
+            NotWaiting::State(state) => format!("listed as waiting but its record says `{state}`"),
+        }
+    }
+}
+
+/// The record `bytes` of job `id` of `queue`, as a waiting job, or why it is not one. A
+/// claim reads a waiting record (it only looked for the bytes of `state: 'waiting'`), and an
+/// active job's record still says waiting.
+pub(super) fn waiting_job(id: &str, queue: &str, bytes: &[u8]) -> Result<Job, NotWaiting> {
+    let job = Record::parse(bytes)
+        .and_then(|record| record.job(None))
+        .map_err(NotWaiting::Unreadable)?;
     if job.state != JobState::Waiting {
-        return Err(format!(
-            "listed as waiting but its record says `{}`",
-            job.state
-        ));
+        return Err(NotWaiting::State(job.state));
     }
     if job.id != id || job.queue != queue {
-        return Err("field `id` or `queue` does not match the key".to_owned());
+        let reason = "field `id` or `queue` does not match the key";
+        return Err(NotWaiting::Unreadable(reason.to_owned()));
     }
-    claim.lay_over(&mut job);
     Ok(job)
 }
 
-/// What a claim returned of one job, kept so settling it as succeeded or failed needs no
-/// MessagePack work in Redis: the host writes the new record and the script only checks that
-/// the stored one is still the one claimed.
-pub(super) struct Claimed {
-    pub(super) owner: String,
-    pub(super) claimed_at: Timestamp,
-    /// The record as the claim read it.
-    pub(super) record: Vec<u8>,
-    /// The job's unique key, which a settlement that deletes the job releases.
-    pub(super) unique_key: Option<String>,
+/// A value a `Patch` gives a field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Field<'a> {
+    /// A MessagePack string of these bytes (Lua has no binary type; see the README).
+    Text(&'a [u8]),
+    Int(i64),
+    /// The field is removed (a result or error cleared).
+    Absent,
 }
 
-/// `history` (a JSON array) with one JSON attempt record appended, as `appended` in lib.lua
-/// does it, or `None` for a history that does not look like an array.
-pub(super) fn appended(history: &str, record: &str) -> Option<String> {
+/// Changes to a record: fields set or removed, and at most one attempt record appended to
+/// its history. Every other field is kept byte for byte, so a patch needs no knowledge of
+/// fields it does not touch (a producer's extra fields survive too).
+#[derive(Debug, Default)]
+pub(super) struct Patch<'a> {
+    fields: Vec<(&'static str, Field<'a>)>,
+    /// An attempt record as JSON, appended to the JSON array in `history`.
+    attempt: Option<&'a str>,
+}
+
+impl<'a> Patch<'a> {
+    /// The same patch, also setting `name` to `value`.
+    pub(super) fn set(mut self, name: &'static str, value: Field<'a>) -> Self {
+        self.fields.push((name, value));
+        self
+    }
+
+    /// The same patch, also appending `attempt` (JSON) to the history when given.
+    pub(super) fn append(mut self, attempt: Option<&'a str>) -> Self {
+        self.attempt = attempt;
+        self
+    }
+
+    fn touches(&self, name: &str) -> bool {
+        (name == "history" && self.attempt.is_some())
+            || self.fields.iter().any(|(field, _)| *field == name)
+    }
+
+    /// The record `raw` with these changes, or why `raw` cannot take them.
+    pub(super) fn apply(&self, raw: &[u8]) -> Result<Vec<u8>, String> {
+        let unreadable =
+            |e: &dyn std::fmt::Display| format!("the job record is not MessagePack: {e}");
+        let mut cursor = raw;
+        let pairs = rmp::decode::read_map_len(&mut cursor).map_err(|e| unreadable(&e))?;
+        let mut kept: Vec<&[u8]> = Vec::with_capacity(pairs as usize);
+        let mut history = None;
+        for _ in 0..pairs {
+            let start = raw.len() - cursor.len();
+            let key = rmpv::decode::read_value_ref(&mut cursor).map_err(|e| unreadable(&e))?;
+            let value = rmpv::decode::read_value_ref(&mut cursor).map_err(|e| unreadable(&e))?;
+            let name = match key {
+                ValueRef::String(name) => name.into_str(),
+                _ => None,
+            };
+            if let (Some("history"), ValueRef::String(text)) = (name, value) {
+                history = text.into_str();
+            }
+            if !name.is_some_and(|name| self.touches(name)) {
+                kept.push(&raw[start..raw.len() - cursor.len()]);
+            }
+        }
+        let history = match self.attempt {
+            Some(attempt) => Some(
+                history
+                    .and_then(|history| appended(history, attempt))
+                    .ok_or("field `history` is not a JSON array")?,
+            ),
+            None => None,
+        };
+        self.write(&kept, history.as_deref())
+    }
+
+    /// A record of the `kept` pairs, then the patched fields, then `history` when given.
+    fn write(&self, kept: &[&[u8]], history: Option<&str>) -> Result<Vec<u8>, String> {
+        let size: usize = kept.iter().map(|pair| pair.len()).sum::<usize>()
+            + self.fields.len() * 24
+            + history.map_or(0, str::len);
+        let mut out = Vec::with_capacity(size + 64);
+        let set = self
+            .fields
+            .iter()
+            .filter(|(_, value)| *value != Field::Absent);
+        let count = kept.len() + set.clone().count() + usize::from(history.is_some());
+        let too_big = |_| "the job record has too many fields".to_owned();
+        rmp::encode::write_map_len(&mut out, u32::try_from(count).map_err(too_big)?)
+            .map_err(|e| e.to_string())?;
+        for pair in kept {
+            out.extend_from_slice(pair);
+        }
+        let history = history.map(|text| ("history", Field::Text(text.as_bytes())));
+        for (name, value) in set.copied().chain(history) {
+            write_field(&mut out, name, value)?;
+        }
+        Ok(out)
+    }
+}
+
+/// Appends one `name: value` pair to a MessagePack map being written.
+fn write_field(out: &mut Vec<u8>, name: &str, value: Field<'_>) -> Result<(), String> {
+    let failed = |e: rmp::encode::ValueWriteError| e.to_string();
+    rmp::encode::write_str(out, name).map_err(failed)?;
+    match value {
+        Field::Text(bytes) => {
+            let len =
+                u32::try_from(bytes.len()).map_err(|_| format!("field `{name}` is too long"))?;
+            rmp::encode::write_str_len(out, len).map_err(failed)?;
+            out.extend_from_slice(bytes);
+        }
+        Field::Int(n) => {
+            rmp::encode::write_sint(out, n).map_err(failed)?;
+        }
+        Field::Absent => {}
+    }
+    Ok(())
+}
+
+/// `history` (a JSON array) with one JSON attempt record appended, the text before it kept
+/// as it was, or `None` for a history that does not look like an array.
+fn appended(history: &str, record: &str) -> Option<String> {
     let body = history.trim_end().strip_suffix(']')?;
     if body.trim().strip_prefix('[')?.trim().is_empty() {
         Some(format!("[{record}]"))
     } else {
         Some(format!("{body},{record}]"))
     }
-}
-
-/// The record of a claimed job once it succeeded (`result`) or failed (`error`), as
-/// `settle.lua` would write it: one more attempt, the attempt record appended, the claim's
-/// owner and start kept. Returns `None` when the claimed record cannot be read (the script
-/// then decides).
-pub(super) fn settled_record(
-    claimed: &Claimed,
-    outcome: Result<&[u8], &[u8]>,
-    attempt: &str,
-    now: Timestamp,
-) -> Option<Vec<u8>> {
-    const SET: [&str; 9] = [
-        "state",
-        "attempts",
-        "result",
-        "error",
-        "history",
-        "lease_owner",
-        "claimed_at",
-        "updated_at",
-        "finished_at",
-    ];
-    let raw = &claimed.record[..];
-    let mut cursor = raw;
-    let pairs = rmp::decode::read_map_len(&mut cursor).ok()?;
-    let mut kept: Vec<&[u8]> = Vec::new();
-    let (mut attempts, mut history) = (None, None);
-    for _ in 0..pairs {
-        let start = raw.len() - cursor.len();
-        let key = rmpv::decode::read_value_ref(&mut cursor).ok()?;
-        let value = rmpv::decode::read_value_ref(&mut cursor).ok()?;
-        let ValueRef::String(name) = key else {
-            return None;
-        };
-        let name = name.as_str()?;
-        match (name, value) {
-            ("attempts", ValueRef::Integer(n)) => attempts = n.as_i64(),
-            ("history", ValueRef::String(text)) => history = text.into_str(),
-            _ => {}
-        }
-        if !SET.contains(&name) {
-            kept.push(&raw[start..raw.len() - cursor.len()]);
-        }
-    }
-    let history = if attempt.is_empty() {
-        history?.to_owned()
-    } else {
-        appended(history?, attempt)?
-    };
-    let (state, text_field, text) = match outcome {
-        Ok(result) => ("succeeded", "result", result),
-        Err(error) => ("failed", "error", error),
-    };
-    let mut out = Vec::with_capacity(raw.len() + text.len() + history.len() + 96);
-    let count = u32::try_from(kept.len() + 8).ok()?;
-    rmp::encode::write_map_len(&mut out, count).ok()?;
-    for pair in kept {
-        out.extend_from_slice(pair);
-    }
-    let mut text_pair = |name: &str, value: &[u8]| -> Option<()> {
-        rmp::encode::write_str(&mut out, name).ok()?;
-        rmp::encode::write_str_len(&mut out, u32::try_from(value.len()).ok()?).ok()?;
-        out.extend_from_slice(value);
-        Some(())
-    };
-    text_pair("state", state.as_bytes())?;
-    text_pair(text_field, text)?;
-    text_pair("history", history.as_bytes())?;
-    text_pair("lease_owner", claimed.owner.as_bytes())?;
-    for (name, value) in [
-        ("attempts", attempts? + 1),
-        ("claimed_at", claimed.claimed_at.0),
-        ("updated_at", now.0),
-        ("finished_at", now.0),
-    ] {
-        rmp::encode::write_str(&mut out, name).ok()?;
-        rmp::encode::write_sint(&mut out, value).ok()?;
-    }
-    Some(out)
 }
 
 /// Decodes job `id`'s record, active under `claim` when claimed; a bad record is

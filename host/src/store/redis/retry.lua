@@ -10,7 +10,7 @@ local function revive(id, job)
   redis.call('ZREM', K_FAILED, id)
   job.finished_at, job.result, job.lease_owner, job.claimed_at = nil, nil, nil, nil
   job.attempts, job.cancel_requested = 0, false
-  make_waiting(nil, id, job, NOW)
+  make_waiting(id, job, NOW)
   if job.unique_key then
     redis.call('HSETNX', K_UNIQUE, job.unique_key, id)
   end

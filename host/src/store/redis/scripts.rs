@@ -8,7 +8,7 @@ use redis::{Script, ScriptInvocation, Value};
 
 use super::keys::{QUEUE_KEYS, QueueKeys};
 use super::{RedisStore, backend, bad_reply};
-use crate::store::{Enqueued, SettleAction, Settlement, StoreError, StoreResult, Timestamp};
+use crate::store::{Enqueued, StoreResult, Timestamp};
 
 /// The compiled scripts, hashed once per process.
 pub(super) struct Scripts {
@@ -17,7 +17,7 @@ pub(super) struct Scripts {
     pub(super) renew: Script,
     pub(super) settle: Script,
     pub(super) progress: Script,
-    pub(super) recover: Script,
+    pub(super) promote: Script,
     pub(super) cancel: Script,
     pub(super) retry: Script,
     pub(super) clear: Script,
@@ -38,7 +38,7 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     renew: with_lib(include_str!("renew.lua")),
     settle: with_lib(include_str!("settle.lua")),
     progress: with_lib(include_str!("progress.lua")),
-    recover: with_lib(include_str!("recover.lua")),
+    promote: with_lib(include_str!("promote.lua")),
     cancel: with_lib(include_str!("cancel.lua")),
     retry: with_lib(include_str!("retry.lua")),
     clear: with_lib(include_str!("clear.lua")),
@@ -121,7 +121,7 @@ impl Broken {
     /// Logs each entry as an error of `queue`.
     pub(super) fn log(&self, queue: &str) {
         for (id, reason) in &self.0 {
-            tracing::error!(queue, job = %id, "broken job entry in redis: {reason}");
+            log_broken(queue, id, reason);
         }
     }
 
@@ -136,6 +136,11 @@ impl Broken {
         }
         Ok(Broken(broken))
     }
+}
+
+/// Logs a broken entry of `queue` that the store moved aside or dropped.
+pub(super) fn log_broken(queue: &str, id: &str, reason: &str) {
+    tracing::error!(queue, job = %id, "broken job entry in redis: {reason}");
 }
 
 /// `claim.lua`: each claimed job's id and record as stored, in claim order, and what it
@@ -178,6 +183,64 @@ impl Reply for Vec<Renewal> {
                 other => Err(format!("unknown renew code `{other}`")),
             })
             .collect()
+    }
+}
+
+/// Why `settle.lua` did not write a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Refusal {
+    /// The lease is not the one the decision read (or no longer expired, for the reaper),
+    /// or the job was written earlier in the same batch.
+    Stale,
+    /// The stored record is not the one the decision read.
+    Changed,
+}
+
+/// `settle.lua`: the writes it refused, by position in the batch (from 0), with why. The
+/// rest were written.
+pub(super) struct SettleReply(pub(super) Vec<(usize, Refusal)>);
+
+impl Reply for SettleReply {
+    fn from_reply(reply: Value) -> Result<Self, String> {
+        let entries = array(reply)?;
+        if !entries.len().is_multiple_of(2) {
+            return Err("refusals come in pairs".to_owned());
+        }
+        let refusal = |pair: &[Value]| match pair {
+            [Value::Int(position @ 1..), code] => {
+                let refusal = match text_of(code)? {
+                    "stale" => Refusal::Stale,
+                    "changed" => Refusal::Changed,
+                    other => return Err(format!("unknown settle code `{other}`")),
+                };
+                let position = usize::try_from(*position - 1).map_err(|e| e.to_string())?;
+                Ok((position, refusal))
+            }
+            _ => Err(format!("unexpected refusal {pair:?}")),
+        };
+        entries
+            .chunks(2)
+            .map(refusal)
+            .collect::<Result<_, _>>()
+            .map(SettleReply)
+    }
+}
+
+/// `promote.lua`: how many due ids it took off `scheduled` (promoted or, when broken,
+/// dropped), and what it found broken.
+pub(super) struct PromoteReply {
+    pub(super) taken: usize,
+    pub(super) broken: Broken,
+}
+
+impl Reply for PromoteReply {
+    fn from_reply(reply: Value) -> Result<Self, String> {
+        let (taken, broken): (usize, Vec<String>) =
+            redis::from_redis_value(reply).map_err(|e| e.to_string())?;
+        Ok(PromoteReply {
+            taken,
+            broken: Broken::from_flat(broken)?,
+        })
     }
 }
 
@@ -254,7 +317,7 @@ impl Reply for RetryReply {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Quarantined {
     Moved(String),
-    /// The job key held nothing (any more); nothing was moved.
+    /// The job key held nothing: its id was unlisted instead.
     Missing,
 }
 
@@ -294,28 +357,4 @@ fn coded(parts: &[Value]) -> Result<&str, String> {
         .first()
         .ok_or_else(|| "an empty reply".to_owned())
         .and_then(text_of)
-}
-
-/// Settlement arguments for `settle.lua`: action, at, text, attempt JSON.
-pub(super) fn settle_args(
-    settlement: &Settlement,
-) -> StoreResult<(&'static str, String, Vec<u8>, String)> {
-    let record = match (&settlement.action, &settlement.attempt) {
-        (SettleAction::Release { .. } | SettleAction::SucceedAndDelete, _) | (_, None) => {
-            String::new()
-        }
-        (_, Some(record)) => serde_json::to_string(record).map_err(|e| StoreError::Corrupt {
-            id: settlement.id.clone(),
-            reason: format!("attempt record cannot be encoded: {e}"),
-        })?,
-    };
-    let (action, at, text) = match &settlement.action {
-        SettleAction::Succeed { result } => ("succeed", String::new(), result.clone()),
-        SettleAction::SucceedAndDelete => ("delete", String::new(), Vec::new()),
-        SettleAction::Retry { at, error } => ("retry", at.0.to_string(), error.clone().into()),
-        SettleAction::Fail { error } => ("fail", String::new(), error.clone().into()),
-        SettleAction::Cancel => ("cancel", String::new(), Vec::new()),
-        SettleAction::Release { at } => ("release", at.0.to_string(), Vec::new()),
-    };
-    Ok((action, at, text, record))
 }

@@ -2,11 +2,13 @@
 //! here, settling and the reaper in `settle.rs`, the admin operations in `admin.rs`.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::keys::{group_by_queue, queue_of};
-use super::record::{Claim, Claimed, claimed_job};
-use super::scripts::{ClaimReply, ProgressReply, Quarantined, Renewal, SCRIPTS};
+use super::record::{Claim, waiting_job};
+use super::scripts::{ClaimReply, ProgressReply, Quarantined, Renewal, SCRIPTS, log_broken};
+use super::settle::Holding;
 use super::wake::Registration;
 use super::{MAX_CLAIM_BATCH, MOVE_BATCH, RedisStore, backend, lock};
 use crate::store::{
@@ -44,7 +46,7 @@ impl RedisStore {
 
     /// Moves a claimed job the host cannot decode aside as failed, so it cannot block its
     /// queue, and logs why.
-    async fn quarantine(&self, queue: &str, id: &str, reason: &str, now: Timestamp) {
+    pub(super) async fn quarantine(&self, queue: &str, id: &str, reason: &str, now: Timestamp) {
         let keys = self.keys(queue);
         let mut invocation = self.invocation(&SCRIPTS.quarantine, &keys, now);
         invocation.key(keys.job(id)).arg(id).arg(reason);
@@ -53,9 +55,11 @@ impl RedisStore {
             Ok(Quarantined::Moved(reason)) => {
                 tracing::error!(queue, job = %id, "moved a corrupt job aside as failed: {reason}")
             }
-            Ok(Quarantined::Missing) => {
-                tracing::warn!(queue, job = %id, "a corrupt job was gone before it could be moved aside ({reason})")
-            }
+            Ok(Quarantined::Missing) => log_broken(
+                queue,
+                id,
+                &format!("{reason}; its job key holds nothing, so its id was unlisted"),
+            ),
             Err(e) => {
                 tracing::error!(queue, job = %id, "failed to move a corrupt job aside ({reason}): {e:#}")
             }
@@ -164,23 +168,19 @@ impl JobStore for RedisStore {
         let mut jobs = Vec::with_capacity(claimed.len());
         let mut kept = Vec::with_capacity(claimed.len());
         for (id, record) in claimed {
-            let claim = Claim {
-                owner: owner.to_owned(),
-                claimed_at: now,
-                expires_at: now + lease,
-            };
-            match claimed_job(&id, queue, &record, claim) {
-                Ok(job) => {
-                    let claimed = Claimed {
+            match waiting_job(&id, queue, &record) {
+                Ok(mut job) => {
+                    let holding = Holding::new(&job, record, owner, now);
+                    let claim = Claim {
                         owner: owner.to_owned(),
                         claimed_at: now,
-                        record,
-                        unique_key: job.unique_key.clone(),
+                        expires_at: now + lease,
                     };
-                    kept.push((id, claimed));
+                    claim.lay_over(&mut job);
+                    kept.push((id, Arc::new(holding)));
                     jobs.push(job);
                 }
-                Err(reason) => self.quarantine(queue, &id, &reason, now).await,
+                Err(unfit) => self.quarantine(queue, &id, &unfit.reason(), now).await,
             }
         }
         lock(&self.inner.claims).extend(kept);
