@@ -68,6 +68,8 @@ async fn on_cluster() -> (AnyStore, Arc<RedisCluster>) {
     (store, cluster)
 }
 
+mod races;
+
 mod single {
     crate::store::conformance!(async { super::on_server().await });
 }
@@ -207,11 +209,11 @@ async fn a_claim_writes_no_job_record() {
     assert_eq!((counts.active, counts.succeeded), (0, 1));
 }
 
-/// The handle that claimed a job settles it by writing the record it built from the claim
-/// (the script only checks the stored record is unchanged); any other handle, a record
-/// changed since the claim (progress) or a big one has the script decode and settle it.
-/// Every way ends in the same job: result or error, attempts, history, the unique key
-/// released, the progress kept.
+/// The handle that claimed a job settles it with the record it claimed, without reading it
+/// again (the script only checks the stored record is unchanged); any other handle reads the
+/// record first, and a record changed since the claim (progress) is read and decided again.
+/// Every way, and for a big record too, ends in the same job: result or error, attempts,
+/// history, the unique key released, the progress kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settles_alike_by_either_handle() {
     let server = server();

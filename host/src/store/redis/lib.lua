@@ -11,9 +11,10 @@
 -- A job is one string key `<prefix>job:<id>` holding its record, a MessagePack map (the
 -- README's "Redis job format"). A claim does not rewrite the record: a job is active while
 -- the queue's `leases` hash holds its id, and its record then still says `waiting`, with the
--- attempts from before the claim. Settling writes the outcome and the claim's facts.
+-- attempts from before the claim. Settling writes the outcome and the claim's facts (the host
+-- builds the new record; settle.lua checks and writes it).
 --
--- Scripts that discover ids in a queue's sets (claim, recover, retry all, clear, prune)
+-- Scripts that discover ids in a queue's sets (claim, promote, retry all, clear, prune)
 -- derive job keys from the prefix; they carry the queue's hash tag, so they live in the same
 -- cluster slot as the KEYS.
 
@@ -26,9 +27,6 @@ local K_ALL, K_UNIQUE, K_PAUSED, K_LEASES = KEYS[7], KEYS[8], KEYS[9], KEYS[10]
 local function int(n)
   return string.format('%d', n)
 end
-
--- The script's `now` as text, for set arguments and messages.
-local NOW_TEXT = int(NOW)
 
 local function job_key(id)
   return PREFIX .. 'job:' .. id
@@ -97,14 +95,6 @@ local function unreadable(kind)
   return 'the job key holds a ' .. kind .. ', not a job record'
 end
 
--- `history` (a JSON array, or nil for none) with one JSON attempt record appended.
-local function appended(history, record)
-  if not history or string.match(history, '^%s*%[%s*%]%s*$') then
-    return '[' .. record .. ']'
-  end
-  return (string.gsub(history, '%]%s*$', '')) .. ',' .. record .. ']'
-end
-
 -- The list of deferred arguments for `key` in `lists`, created empty on first use.
 local function pending(lists, key)
   local args = lists[key]
@@ -115,19 +105,15 @@ local function pending(lists, key)
   return args
 end
 
--- Deferred writes: set changes, ended leases, records and deleted jobs collected by a batch
--- script, applied by `flush_moves` with one command per set, one MSET for the records and
+-- Deferred writes: set changes, ended leases, records (key, packed record) and deleted jobs
+-- collected by a batch script, applied by `flush_moves` with one command per set, one MSET for the records and
 -- one DEL for the deleted jobs.
 local function new_moves()
   return { add = {}, unleased = {}, records = {}, dropped = {} }
 end
 
--- Adds `id` with `score` to the sorted set `key` now, or, given `moves`, at `flush_moves`.
+-- Adds `id` with `score` to the sorted set `key` at `flush_moves`.
 local function zadd(moves, key, score, id)
-  if not moves then
-    redis.call('ZADD', key, score, id)
-    return
-  end
   local args = pending(moves.add, key)
   local n = #args
   args[n + 1], args[n + 2] = score, id
@@ -150,15 +136,9 @@ local function drop(moves, id)
   ids[#ids + 1] = id
 end
 
--- Writes job `id`'s record now, or at `flush_moves`.
-local function save(moves, id, job)
-  if not moves then
-    redis.call('SET', job_key(id), cmsgpack.pack(job))
-    return
-  end
-  local records = moves.records
-  local n = #records
-  records[n + 1], records[n + 2] = job_key(id), cmsgpack.pack(job)
+-- Writes job `id`'s record.
+local function save(id, job)
+  redis.call('SET', job_key(id), cmsgpack.pack(job))
 end
 
 -- Applies deferred writes, removals first, a few thousand arguments per command (an even
@@ -187,29 +167,6 @@ local function flush_moves(moves)
   for key, args in pairs(moves.add) do
     each_chunk('ZADD', key, args)
   end
-end
-
--- RFC 3339 in UTC with milliseconds, as Kiln prints timestamps.
-local function format_time(ms)
-  local secs = math.floor(ms / 1000)
-  local millis = ms - secs * 1000
-  local days = math.floor(secs / 86400)
-  local rem = secs - days * 86400
-  local z = days + 719468
-  local era = math.floor(z / 146097)
-  local doe = z - era * 146097
-  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
-    - math.floor(doe / 146096)) / 365)
-  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
-  local mp = math.floor((5 * doy + 2) / 153)
-  local day = doy - math.floor((153 * mp + 2) / 5) + 1
-  local month = mp < 10 and mp + 3 or mp - 9
-  local year = yoe + era * 400
-  if month <= 2 then
-    year = year + 1
-  end
-  return string.format('%04d-%02d-%02dT%02d:%02d:%02d.%03dZ', year, month, day,
-    math.floor(rem / 3600), math.floor((rem % 3600) / 60), rem % 60, millis)
 end
 
 -- Integer fields: range and the value a repaired record gets (nil: now).
@@ -344,7 +301,7 @@ local function quarantine(id, reason, move_all)
   end
   job.state, job.error, job.result, job.cancel_requested = 'failed', 'corrupt job: ' .. reason, nil, false
   job.updated_at, job.finished_at = NOW, NOW
-  save(nil, id, job)
+  save(id, job)
   redis.call('ZADD', K_FAILED, NOW, id)
   redis.call('ZADD', K_ALL, 0, id)
   return reason
@@ -380,14 +337,15 @@ local function take(id, listed, state, report)
 end
 
 -- Makes a sound job waiting at `run_at` (it was scheduled or is being requeued).
-local function make_waiting(moves, id, job, run_at)
+local function make_waiting(id, job, run_at)
   job.state, job.run_at, job.updated_at = 'waiting', run_at, NOW
-  save(moves, id, job)
-  zadd(moves, K_WAITING, -(tonumber(job.priority) or 0), ready_member(run_at, id))
+  save(id, job)
+  redis.call('ZADD', K_WAITING, -(tonumber(job.priority) or 0), ready_member(run_at, id))
 end
 
 -- Promotes scheduled jobs whose run_at has come to waiting, at most `limit` of them.
--- Returns how many it promoted.
+-- Returns how many it promoted and how many due ids it took off the set (the others were
+-- broken: dropped or moved aside, and reported).
 local function promote_due(limit, report)
   local due = redis.call('ZRANGEBYSCORE', K_SCHEDULED, '-inf', NOW, 'LIMIT', 0, limit)
   local promoted = 0
@@ -395,45 +353,11 @@ local function promote_due(limit, report)
     redis.call('ZREM', K_SCHEDULED, id)
     local job = take(id, 'scheduled', 'scheduled', report)
     if job then
-      make_waiting(nil, id, job, job.run_at)
+      make_waiting(id, job, job.run_at)
       promoted = promoted + 1
     end
   end
-  return promoted
-end
-
-local DONE_SETS = { succeeded = K_SUCCEEDED, failed = K_FAILED, cancelled = K_CANCELLED }
-
--- Writes a claim's end into its record: the attempt count and the claim's owner and start.
-local function end_claim(job, attempts, owner, claimed_at)
-  job.attempts, job.lease_owner, job.claimed_at = attempts, owner, claimed_at
-end
-
--- Finishes job `id` in `state` (succeeded, failed or cancelled) with `result` and `err`
--- (either may be nil, which clears it). `history`, when given, is the new attempt history.
-local function finish(moves, id, job, state, result, err, history)
-  job.state, job.result, job.error = state, result, err
-  job.updated_at, job.finished_at = NOW, NOW
-  if history then
-    job.history = history
-  end
-  save(moves, id, job)
-  zadd(moves, DONE_SETS[state], NOW, id)
-  release_unique(job, id)
-end
-
--- Puts job `id` back to scheduled or waiting at `at`, with `err` as its error when given.
-local function requeue(moves, id, job, at, err)
-  if err then
-    job.error = err
-  end
-  if at > NOW then
-    job.state, job.run_at, job.updated_at = 'scheduled', at, NOW
-    save(moves, id, job)
-    zadd(moves, K_SCHEDULED, at, id)
-  else
-    make_waiting(moves, id, job, at)
-  end
+  return promoted, #due
 end
 
 local function wake()

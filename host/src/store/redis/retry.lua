@@ -2,14 +2,15 @@
 -- KEYS: the queue's ten keys (see lib.lua), then [11] the job key when ARGV[5] is 'one'.
 -- ARGV: [1..4] prefix, queue, now, wake channel (see lib.lua)
 --       [5] 'one' or 'all'  [6] the job id when 'one'
--- Returns: { revived, '' }, or for 'one' { 0, state } when the job is not failed and
--- { 0, 'missing' } when there is no such job.
+-- Returns: { 'revived', count }, or for 'one' { 'not failed', state } when the job is in
+-- another state and { 'missing' } when there is no such job.
 
+local REVIVED, NOT_FAILED, MISSING = 'revived', 'not failed', 'missing'
 local function revive(id, job)
   redis.call('ZREM', K_FAILED, id)
   job.finished_at, job.result, job.lease_owner, job.claimed_at = nil, nil, nil, nil
   job.attempts, job.cancel_requested = 0, false
-  make_waiting(nil, id, job, NOW)
+  make_waiting(id, job, NOW)
   if job.unique_key then
     redis.call('HSETNX', K_UNIQUE, job.unique_key, id)
   end
@@ -20,10 +21,10 @@ if ARGV[5] == 'one' then
   local id = ARGV[6]
   local job = load(id)
   if not job then
-    return { 0, 'missing' }
+    return { MISSING }
   end
   if job.state ~= 'failed' then
-    return { 0, tostring(job.state) }
+    return { NOT_FAILED, tostring(job.state) }
   end
   local _, reasons = problems(job, id)
   if #reasons > 0 then
@@ -51,4 +52,4 @@ end
 if revived > 0 then
   wake()
 end
-return { revived, '' }
+return { REVIVED, revived }
