@@ -21,11 +21,18 @@
 //! - `limits`: per-job limits ([`JobLimits`]) and the memory limiter.
 //! - `host_api`: what a guest may call (log, progress, enqueue), and the capped job log.
 //! - `bindings`: the only `bindgen!` of the `kiln:handler` world.
-//! - `registry`: handler name -> loaded version; compiling and the artifact cache.
+//! - `registry/`: `mod.rs` the handler name -> loaded version map (install, refuse, remove),
+//!   `loader.rs` reading, compiling, the artifact cache and type-checking one file.
 //! - `reload`: the watcher that keeps the registry in step with the handlers directory.
-//! - `store/`: the `JobStore` contract (`mod.rs`), the lifecycle rules both stores apply
-//!   (`lifecycle.rs`), the store chosen by config (`any.rs`), and the embedded (SQLite) and
-//!   Redis implementations.
+//! - `store/`: the `JobStore` contract (`mod.rs`), the job types (`job.rs`), retention
+//!   (`retention.rs`), the lifecycle rules both stores apply: no attempts left, lost
+//!   attempts, cancel requested (`lifecycle.rs`), and the store chosen by config (`any.rs`).
+//!   - `store/embedded/`: the SQLite store: `schema.rs`, `codec.rs` (rows), `lifecycle.rs`
+//!     (enqueue, claim, renew, settle, recover transactions), `admin.rs`, `wait.rs`.
+//!   - `store/redis/`: the Redis store: `conn.rs` (connections, TLS), `wake.rs` (wake-ups),
+//!     `keys.rs`, `record.rs` (the record codec), `scripts.rs` (scripts and their replies),
+//!     `store.rs` (claim, renew, progress), `settle.rs` (settling), `reaper.rs`
+//!     (expired leases, promotion), `admin.rs`, and the Lua scripts.
 //! - `config/`: `config.toml` (raw TOML -> validated `Config`, env overrides), which hands
 //!   each part its settings.
 //! - `logging`: where the binary's `tracing` output goes.
