@@ -2,26 +2,46 @@
 //! Redis Cluster.
 //!
 //! Rules this module keeps:
-//! - Every change to jobs is one Lua script (`redis/*.lua`, run with EVALSHA), so it is atomic
-//!   and a crashed host never leaves a job half-moved. `lib.lua` holds the helpers and is
-//!   prepended to every script except `enqueue.lua`, the standalone producers' contract.
+//! - What happens to a job is decided once, in Rust, by the rules of `store::lifecycle`, as
+//!   for the embedded store. Lua scripts (`redis/*.lua`, run with EVALSHA) only check and
+//!   write, each in one atomic step, so a crashed host never leaves a job half-moved: a
+//!   settlement or the reaper's decision is written only while the job's lease and record are
+//!   still the ones it was decided on (`settle.rs`, `reaper.rs`). `lib.lua` holds the helpers
+//!   and is prepended to every script except `enqueue.lua`, the standalone producers'
+//!   contract.
 //! - All keys of a queue share one hash tag (`kiln:{q:NAME}:...`), so every script touches a
-//!   single cluster slot and runs unchanged on Redis Cluster. The price: a batch (`enqueue`,
-//!   `settle`, `renew`) is atomic per queue, not across queues, and unique keys are unique
-//!   within their queue.
+//!   single cluster slot and runs unchanged on Redis Cluster.
 //! - Job ids are `QUEUE/UUIDv7` so `get(id)` knows the queue's keys without a lookup; the
 //!   queue is everything before the last `/`.
 //! - Idle hosts do not poll: scripts that add or requeue a job publish the queue's name on
-//!   `kiln:wake`, and `wait` blocks on that subscription (a dedicated RESP3 connection opened
-//!   with the store; on a cluster, to the first node that answers, since classic pub/sub
-//!   messages reach every node).
+//!   `kiln:wake`, and `wait` blocks on that subscription (`wake.rs`).
 //! - Redis going away is an error (`StoreError::Backend`), never a panic; both connection
 //!   kinds reconnect with backoff on the next call, and scripts are reloaded when a restarted
 //!   server has forgotten them.
-//!
 //! - A job is one string key holding its record, a MessagePack map. A claim does not rewrite
 //!   it: a claimed job is active through its queue's `leases` hash and `active` set, and
 //!   readers lay the lease over the record (`Claim`).
+//!
+//! What holds here and not as in the embedded store, the price of one slot per queue:
+//! - A batch (`enqueue`, `claim`, `settle`, `renew`) is atomic per queue, not across queues.
+//!   A settlement whose job's record changed since it was read (progress, a cancel request)
+//!   is decided again and written in a later script call of the same `settle`.
+//! - Unique keys are unique within their queue; the embedded store checks them across
+//!   queues.
+//! - Ids are `QUEUE/UUIDv7`, and an id that names no queue is no job.
+//!
+//! Layout:
+//! - `mod.rs`: the `RedisStore` type, opening it, the queue registry.
+//! - `conn.rs`: where the store lives (`RedisTarget`), connections, TLS, reconnects.
+//! - `wake.rs`: the wake-up subscription and the waiters.
+//! - `keys.rs`: key names, what ids say, waiting-set members.
+//! - `record.rs`: the record codec: decoding, patching.
+//! - `scripts.rs`: the script set and the decoding of every script reply.
+//! - `store.rs`: the `JobStore` impl and the worker's path (enqueue, claim, renew, progress,
+//!   wait).
+//! - `settle.rs`: settling: decisions as writes, and the compare-and-set that applies them.
+//! - `reaper.rs`: taking back expired leases, promoting due jobs.
+//! - `admin.rs`: reads, listing, counts and the admin operations.
 //!
 //! The key layout and the job record format are documented for producers in the README
 //! section "The Redis job format".

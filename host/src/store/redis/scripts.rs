@@ -1,6 +1,8 @@
-//! The Lua scripts (`*.lua` beside this file), compiled once per process, and how the store
-//! invokes them: every script but `enqueue.lua` gets `lib.lua` in front of it, and every one
-//! receives the queue's ten keys and the same first four arguments.
+//! The Lua scripts (`*.lua` beside this file), compiled once per process, how the store
+//! invokes them, and what they reply. Every script but `enqueue.lua` gets `lib.lua` in front
+//! of it, and every one receives the queue's ten keys and the same first four arguments.
+//! Every reply is decoded here (`Reply`), into one small type per script whose codes are
+//! the names the script gives them at its top.
 
 use std::sync::LazyLock;
 

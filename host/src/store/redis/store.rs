@@ -1,5 +1,6 @@
-//! The `JobStore` impl: the worker's path (enqueue, claim, renew, settle, progress, wait)
-//! here, settling and the reaper in `settle.rs`, the admin operations in `admin.rs`.
+//! The `JobStore` impl. The worker's path (enqueue, claim, renew, progress, wait) is here;
+//! settling is in `settle.rs`, the reaper in `reaper.rs`, the admin operations in
+//! `admin.rs`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
