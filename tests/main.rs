@@ -2,11 +2,14 @@
 
 mod cli;
 mod config;
+mod http;
+mod http_server;
 mod redis;
 mod redis_hosts;
 mod redis_server;
 mod registry;
 mod sandbox;
 mod store;
+mod tcp;
 mod util;
 mod worker;
