@@ -633,9 +633,10 @@ grants = { http = ["https://api.mail.example", "http://127.0.0.1:*"], tcp = ["sm
         "the queue's grant alone"
     );
     assert!(other.grants.tcp.is_empty());
-    let default = config.job_settings("notify", DEFAULT_QUEUE);
+    let default = config.job_settings("other", DEFAULT_QUEUE);
     assert_eq!(default.limits.http.max_in_flight, 8);
     assert_eq!(default.limits.http.connect_timeout, secs(10));
+    assert!(default.grants.http.origins.is_empty());
 }
 
 #[test]

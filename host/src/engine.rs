@@ -3,7 +3,8 @@
 //! One [`Runtime`] per host. It owns the engine (pooling allocator, epoch interruption, fuel),
 //! the thread that advances the epoch, the linker with WASI p2, `wasi:http` and the Kiln host
 //! interface (every handler gets them all; grants decide per attempt what they reach), the
-//! host's TLS configurations for handlers' HTTPS, and the semaphore that keeps instantiations within the pool's slots.
+//! host's TLS configurations for handlers' HTTPS, and the semaphore that keeps
+//! instantiations within the pool's slots.
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;

@@ -387,65 +387,95 @@ async fn send(
     mut request: http::Request<WasiBody>,
     options: Option<RequestOptions>,
 ) -> Result<(http::Response<WasiBody>, IoFuture), Error> {
-    let Some(origin) = Origin::of(request.uri()) else {
-        let uri = request.uri().to_string();
+    let origin = granted_origin(&attempt, request.uri())?;
+    let permit = attempt.in_flight.clone().acquire_owned().await;
+    let permit = permit.map_err(|_| Error::ConnectionLimitReached)?;
+    let stream = open(&attempt, &origin, options).await?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(Error::from)?;
+    prepare(&mut request, &origin);
+    let request = request.map(|body| Counted::new(body, attempt.clone(), Direction::Sent, None));
+    let exchange = exchange(sender, Box::pin(conn), request);
+    let (response, conn) = match options.and_then(|o| o.first_byte_timeout) {
+        Some(wait) => tokio::time::timeout(wait, exchange)
+            .await
+            .map_err(|_| Error::ConnectionReadTimeout)?,
+        None => exchange.await,
+    }?;
+    let response = response.map(|body| {
+        let body = body.map_err(Error::from);
+        Counted::new(body, attempt.clone(), Direction::Received, Some(permit)).boxed_unsync()
+    });
+    Ok((response, drive(conn, attempt.deadline)))
+}
+
+/// The origin of a request if it is granted; otherwise the refusal, counted and logged.
+fn granted_origin(attempt: &Attempt, uri: &http::Uri) -> Result<Origin, Error> {
+    let Some(origin) = Origin::of(uri) else {
+        let uri = uri.to_string();
         return Err(attempt.deny(&uri, "not an http(s) URL", Error::HttpRequestUriInvalid));
     };
     if attempt.grant.allows(&origin).is_none() {
         return Err(attempt.deny(&origin, "origin not granted", Error::HttpRequestDenied));
     }
-    let permit = attempt.in_flight.clone().acquire_owned().await;
-    let permit = permit.map_err(|_| Error::ConnectionLimitReached)?;
-    let addrs = addresses(&attempt, &origin).await?;
+    Ok(origin)
+}
+
+/// A connection to `origin` within the connect timeout (the guest may ask for a shorter one).
+async fn open(
+    attempt: &Attempt,
+    origin: &Origin,
+    options: Option<RequestOptions>,
+) -> Result<Box<dyn Io>, Error> {
+    let addrs = addresses(attempt, origin).await?;
     attempt.counters.requests.fetch_add(1, Ordering::Relaxed);
-    let connect_timeout = options
+    let timeout = options
         .and_then(|o| o.connect_timeout)
         .map_or(attempt.connect_timeout, |t| t.min(attempt.connect_timeout));
-    let stream = tokio::time::timeout(connect_timeout, connect(&attempt, &origin, &addrs))
+    tokio::time::timeout(timeout, connect(attempt, origin, &addrs))
         .await
-        .map_err(|_| Error::ConnectionTimeout)??;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(Error::from)?;
-    prepare(&mut request, &origin);
-    let request = request.map(|body| Counted::new(body, attempt.clone(), Direction::Sent, None));
-    let mut conn = Some(Box::pin(conn));
-    let exchange = async {
-        let mut response = std::pin::pin!(sender.send_request(request));
-        loop {
-            let Some(driving) = conn.as_mut() else {
-                return response.await;
-            };
-            tokio::select! {
-                biased;
-                done = &mut response => return done,
-                closed = driving => {
-                    conn = None;
-                    closed?;
-                }
+        .map_err(|_| Error::ConnectionTimeout)?
+}
+
+/// The client side of one connection, driven until the response's body is done.
+type Conn =
+    Pin<Box<hyper::client::conn::http1::Connection<TokioIo<Box<dyn Io>>, Counted<WasiBody>>>>;
+
+/// Sends `request` while driving the connection; the response, and the connection if it is
+/// still open (it carries the response body).
+async fn exchange(
+    mut sender: hyper::client::conn::http1::SendRequest<Counted<WasiBody>>,
+    conn: Conn,
+    request: http::Request<Counted<WasiBody>>,
+) -> Result<(http::Response<hyper::body::Incoming>, Option<Conn>), Error> {
+    let mut conn = Some(conn);
+    let mut response = std::pin::pin!(sender.send_request(request));
+    loop {
+        let Some(driving) = conn.as_mut() else {
+            return Ok((response.await?, None));
+        };
+        tokio::select! {
+            biased;
+            done = &mut response => return Ok((done?, conn)),
+            closed = driving => {
+                conn = None;
+                closed?;
             }
         }
-    };
-    let response = match options.and_then(|o| o.first_byte_timeout) {
-        Some(wait) => tokio::time::timeout(wait, exchange)
-            .await
-            .map_err(|_| Error::ConnectionReadTimeout)?,
-        None => exchange.await,
     }
-    .map_err(Error::from)?;
-    let response = response.map(|body| {
-        let body = body.map_err(Error::from);
-        Counted::new(body, attempt.clone(), Direction::Received, Some(permit)).boxed_unsync()
-    });
-    let deadline = attempt.deadline;
-    let io: IoFuture = Box::new(async move {
+}
+
+/// The future that keeps the connection going while the guest reads the body, cut at the
+/// attempt's deadline.
+fn drive(conn: Option<Conn>, deadline: Instant) -> IoFuture {
+    Box::new(async move {
         let Some(conn) = conn else { return Ok(()) };
         match tokio::time::timeout_at(deadline, conn).await {
             Ok(done) => done.map_err(Error::from),
             Err(_) => Err(Error::ConnectionReadTimeout),
         }
-    });
-    Ok((response, io))
+    })
 }
 
 /// The addresses to try for `origin`: a granted address as it is, a granted name's public
