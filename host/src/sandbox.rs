@@ -15,7 +15,8 @@ use tokio_util::sync::CancellationToken;
 use wasmtime::{Store, Trap, UpdateDeadline, WasmBacktrace};
 
 use crate::bindings::{JobError, WitJob};
-use crate::capabilities::http::{HttpCtx, HttpUsage, Requester};
+use crate::capabilities::http::{HttpCtx, HttpUsage};
+use crate::capabilities::net::Requester;
 use crate::capabilities::tcp::{TcpState, TcpUsage};
 use crate::capabilities::{Grants, wasi_ctx};
 use crate::engine::Runtime;

@@ -53,7 +53,7 @@ use wasmtime_wasi_http::{
     Error, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks,
 };
 
-use super::net::{self, Host, HostPattern};
+use super::net::{self, Host, HostPattern, Requester};
 
 /// One granted origin: `scheme://host[:port]`, where the port may be `*` and the host's
 /// leftmost labels may be `*.`.
@@ -277,13 +277,6 @@ pub(crate) struct HttpCtx {
     hooks: Hooks,
 }
 
-/// Who is asking, for the log line of a denied request.
-#[derive(Clone)]
-pub(crate) struct Requester {
-    pub job: Arc<str>,
-    pub handler: Arc<str>,
-}
-
 impl HttpCtx {
     pub(crate) fn new(
         grant: &HttpGrant,
@@ -292,7 +285,7 @@ impl HttpCtx {
         deadline: std::time::Instant,
         who: Requester,
     ) -> HttpCtx {
-        let attempt = Attempt {
+        let attempt = PerAttempt {
             grant: grant.clone(),
             connect_timeout: limits.connect_timeout,
             in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
@@ -329,15 +322,19 @@ impl HttpCtx {
     }
 }
 
-/// Shared by the attempt's store and the request futures it spawned.
-struct Attempt {
+/// The HTTP side of one attempt, shared by its store (through [`Hooks`]) and the request
+/// futures it spawned (each owned by a resource of that store).
+struct PerAttempt {
     grant: HttpGrant,
     connect_timeout: Duration,
     /// One permit per request in flight ([`HttpLimits::max_in_flight`]).
     in_flight: Arc<Semaphore>,
+    /// The host's TLS configurations, one per set of CA files.
     tls: Arc<TlsConfigs>,
+    /// The attempt's deadline: no future spawned here waits past it.
     deadline: Instant,
     who: Requester,
+    /// What [`HttpCtx::usage`] reports.
     counters: Counters,
 }
 
@@ -349,7 +346,7 @@ struct Counters {
     bytes_received: AtomicU64,
 }
 
-impl Attempt {
+impl PerAttempt {
     /// Counts and logs a refused request, and returns the error the guest gets.
     fn deny(&self, origin: &dyn fmt::Display, reason: &str, error: Error) -> Error {
         self.counters.denied.fetch_add(1, Ordering::Relaxed);
@@ -359,7 +356,7 @@ impl Attempt {
     }
 }
 
-struct Hooks(Arc<Attempt>);
+struct Hooks(Arc<PerAttempt>);
 
 type IoFuture = Box<dyn Future<Output = Result<(), Error>> + Send>;
 type SendFuture =
@@ -383,7 +380,7 @@ impl WasiHttpHooks for Hooks {
 
 /// Checks, resolves, connects and sends one request; the response body streams on.
 async fn send(
-    attempt: Arc<Attempt>,
+    attempt: Arc<PerAttempt>,
     mut request: http::Request<WasiBody>,
     options: Option<RequestOptions>,
 ) -> Result<(http::Response<WasiBody>, IoFuture), Error> {
@@ -411,7 +408,7 @@ async fn send(
 }
 
 /// The origin of a request if it is granted; otherwise the refusal, counted and logged.
-fn granted_origin(attempt: &Attempt, uri: &http::Uri) -> Result<Origin, Error> {
+fn granted_origin(attempt: &PerAttempt, uri: &http::Uri) -> Result<Origin, Error> {
     let Some(origin) = Origin::of(uri) else {
         let uri = uri.to_string();
         return Err(attempt.deny(&uri, "not an http(s) URL", Error::HttpRequestUriInvalid));
@@ -424,7 +421,7 @@ fn granted_origin(attempt: &Attempt, uri: &http::Uri) -> Result<Origin, Error> {
 
 /// A connection to `origin` within the connect timeout (the guest may ask for a shorter one).
 async fn open(
-    attempt: &Attempt,
+    attempt: &PerAttempt,
     origin: &Origin,
     options: Option<RequestOptions>,
 ) -> Result<Box<dyn Io>, Error> {
@@ -480,7 +477,7 @@ fn drive(conn: Option<Conn>, deadline: Instant) -> IoFuture {
 
 /// The addresses to try for `origin`: a granted address as it is, a granted name's public
 /// addresses only.
-async fn addresses(attempt: &Attempt, origin: &Origin) -> Result<Vec<SocketAddr>, Error> {
+async fn addresses(attempt: &PerAttempt, origin: &Origin) -> Result<Vec<SocketAddr>, Error> {
     let name = match &origin.host {
         Host::Ip(ip) => return Ok(vec![SocketAddr::new(*ip, origin.port)]),
         Host::Name(name) => name,
@@ -508,7 +505,7 @@ async fn addresses(attempt: &Attempt, origin: &Origin) -> Result<Vec<SocketAddr>
 
 /// A connection to the first of `addrs` that answers, wrapped in TLS for `https`.
 async fn connect(
-    attempt: &Attempt,
+    attempt: &PerAttempt,
     origin: &Origin,
     addrs: &[SocketAddr],
 ) -> Result<Box<dyn Io>, Error> {
@@ -523,7 +520,7 @@ async fn connect(
     Err(last)
 }
 
-async fn tls(attempt: &Attempt, origin: &Origin, tcp: TcpStream) -> Result<Box<dyn Io>, Error> {
+async fn tls(attempt: &PerAttempt, origin: &Origin, tcp: TcpStream) -> Result<Box<dyn Io>, Error> {
     let config = attempt.tls.config(&attempt.grant.ca_files).await?;
     let name = match &origin.host {
         Host::Ip(ip) => ServerName::from(*ip),
@@ -566,7 +563,7 @@ enum Direction {
 /// also holds its request's in-flight slot until it ends or is dropped.
 struct Counted<B> {
     inner: B,
-    attempt: Arc<Attempt>,
+    attempt: Arc<PerAttempt>,
     direction: Direction,
     slot: Option<OwnedSemaphorePermit>,
 }
@@ -574,7 +571,7 @@ struct Counted<B> {
 impl<B> Counted<B> {
     fn new(
         inner: B,
-        attempt: Arc<Attempt>,
+        attempt: Arc<PerAttempt>,
         direction: Direction,
         slot: Option<OwnedSemaphorePermit>,
     ) -> Self {

@@ -1,5 +1,6 @@
 //! Network rules the `http` and `tcp` grants share: how a granted host is written and
-//! matched, and which addresses a granted *name* may never lead to.
+//! matched, which addresses a granted *name* may never lead to, and who a refusal is logged
+//! for ([`Requester`]).
 //!
 //! A grant names a host in one of three ways: a name (`api.mail.example`), a name with its
 //! leftmost labels left open (`*.partner.example`, one or more labels), or an IP address
@@ -10,6 +11,14 @@
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+/// Who is asking: the job and handler a denied request or connection is logged with.
+#[derive(Clone)]
+pub(crate) struct Requester {
+    pub job: Arc<str>,
+    pub handler: Arc<str>,
+}
 
 /// A host as a grant names it.
 #[derive(Debug, Clone, PartialEq, Eq)]

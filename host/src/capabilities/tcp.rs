@@ -30,8 +30,7 @@ use wasmtime_wasi::p2::bindings::sockets::ip_name_lookup::Host as _;
 use wasmtime_wasi::p2::bindings::sockets::network::ErrorCode;
 use wasmtime_wasi::sockets::{SocketAddrUse, WasiSocketsView};
 
-use super::http::Requester;
-use super::net::{self, Host};
+use super::net::{self, Host, Requester};
 use crate::host_api::JobCtx;
 
 /// The interface whose `resolve-addresses` Kiln replaces; the version wasmtime-wasi 48 links.
