@@ -408,3 +408,38 @@ async fn one_gib_response_in_this_process() {
     assert!(grown < 8 << 20, "peak RSS grew by {} KiB", grown >> 10);
     echo_still_serves(&runtime).await;
 }
+
+#[tokio::test]
+async fn a_connection_that_is_never_accepted_ends_at_the_connect_timeout() {
+    // A listener with a backlog of one that never accepts: once its queue is full, the
+    // kernel drops further connection attempts, which then hang like a black-holed address.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        let connect = tokio::net::TcpStream::connect(addr);
+        if let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_millis(200), connect).await {
+            fillers.push(stream);
+        }
+    }
+    let runtime = runtime();
+    let origin = format!("http://{addr}");
+    let quick = JobLimits {
+        http: http::HttpLimits {
+            connect_timeout: Duration::from_millis(300),
+            ..limits().http
+        },
+        ..limits()
+    };
+    let url = format!("{origin}/");
+    let granted = grants(&[origin], &[]);
+    let done = attempt(&runtime, "fetch", json!({"url": url}), &quick, &granted).await;
+    let Outcome::Error { kind, message } = &done.outcome else {
+        panic!("expected an error, got {:?}", done.outcome);
+    };
+    assert_eq!(*kind, ErrorKind::Retry { delay: None }, "{message}");
+    assert!(message.contains("ConnectionTimeout"), "{message}");
+    drop((listener, fillers));
+}
