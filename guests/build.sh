@@ -8,8 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Handlers the demo serves; `wrongworld` and `big` exist only for tests and benchmarks.
-EXAMPLES=(echo flaky spin hog panic progress fanout escape)
+# Handlers the demo serves; the others (`wrongworld`, `big`, and the hostile network guests
+# `hoard`, `follow`, `flood`, `forge`, `sockets`) exist only for tests and benchmarks.
+EXAMPLES=(echo flaky spin hog panic progress fanout escape fetch webhook)
 
 if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx wasm32-wasip2; then
   echo "error: the wasm32-wasip2 target is missing; run: rustup target add wasm32-wasip2" >&2

@@ -19,6 +19,7 @@ $kiln enqueue escape
 $kiln enqueue panic --payload '{"message": "a handler bug"}'
 $kiln enqueue spin
 $kiln enqueue hog
+$kiln enqueue fetch --payload '{"url": "https://example.com/"}'
 $kiln enqueue echo --payload '{"later": true}' --in 5s
 echo "starting the host (Ctrl-C to stop; then try: $kiln stats, $kiln jobs, $kiln status ID)"
 exec $kiln run

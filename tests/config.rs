@@ -601,3 +601,59 @@ fn missing_file_is_a_read_error() {
     assert!(matches!(err, ConfigError::Read { .. }), "{err}");
     assert!(err.to_string().contains("absent.toml"), "{err}");
 }
+
+#[test]
+fn network_grants_add_to_the_queue_grants() {
+    let config = parse(
+        r#"
+[queues.partners]
+grants = { http = ["https://*.partner.example:8443"], env = { REGION = "eu" } }
+http_max_in_flight = 2
+
+[handlers.notify]
+queue = "partners"
+http_connect_timeout = "3s"
+grants = { http = ["https://api.mail.example", "http://127.0.0.1:*"], tcp = ["smtp.example.com:587"], env = { REGION = "us" } }
+"#,
+    )
+    .unwrap();
+    let notify = config.job_settings("notify", "partners");
+    assert_eq!(notify.grants.http.origins.len(), 3);
+    assert_eq!(notify.grants.tcp.len(), 1);
+    assert_eq!(
+        notify.grants.env["REGION"], "us",
+        "the handler's value wins"
+    );
+    assert_eq!(notify.limits.http.max_in_flight, 2);
+    assert_eq!(notify.limits.http.connect_timeout, secs(3));
+    let other = config.job_settings("other", "partners");
+    assert_eq!(
+        other.grants.http.origins.len(),
+        1,
+        "the queue's grant alone"
+    );
+    assert!(other.grants.tcp.is_empty());
+    let default = config.job_settings("other", DEFAULT_QUEUE);
+    assert_eq!(default.limits.http.max_in_flight, 8);
+    assert_eq!(default.limits.http.connect_timeout, secs(10));
+    assert!(default.grants.http.origins.is_empty());
+}
+
+#[test]
+fn bad_network_grants_name_the_entry_and_line() {
+    let origins = "[handlers.notify]\ngrants = { http = [\n  \"https://api.mail.example\",\n  \"https://api.mail.example/send\",\n] }\n";
+    assert_rejected(origins, "handlers.notify.grants.http[1]", 4, "path");
+    let scheme = "[queues.q]\ngrants = { http = [\"ftp://files.example\"] }\n";
+    assert_rejected(scheme, "queues.q.grants.http[0]", 2, "ftp");
+    let tcp = "[handlers.mail]\ngrants = { tcp = [\"smtp.example.com\"] }\n";
+    assert_rejected(tcp, "handlers.mail.grants.tcp[0]", 2, "port");
+    let ca = "[handlers.mail]\ngrants = { http_ca_file = \"/nonexistent/ca.pem\" }\n";
+    assert_rejected(
+        ca,
+        "handlers.mail.grants.http_ca_file",
+        2,
+        "/nonexistent/ca.pem",
+    );
+    let flight = "[defaults]\nhttp_max_in_flight = 0\n";
+    assert_rejected(flight, "defaults.http_max_in_flight", 2, "less than 1");
+}

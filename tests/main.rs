@@ -2,6 +2,8 @@
 
 mod cli;
 mod config;
+mod http;
+mod http_server;
 mod ops;
 mod redis;
 mod redis_hosts;
@@ -9,5 +11,6 @@ mod redis_server;
 mod registry;
 mod sandbox;
 mod store;
+mod tcp;
 mod util;
 mod worker;

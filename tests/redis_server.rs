@@ -115,7 +115,7 @@ impl RedisServer {
     pub fn tls() -> Self {
         require_redis();
         let dir = tempfile::tempdir().expect("temp dir for redis");
-        make_certificates(dir.path());
+        crate::util::make_certificates(dir.path());
         let file = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
         let tls_port = free_port();
         let args = [
@@ -203,71 +203,6 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
-    }
-}
-
-/// Writes `ca.crt`/`ca.key` (a certificate authority) and `server.crt`/`server.key` (a
-/// certificate for 127.0.0.1 that it signed) into `dir`, with the `openssl` command.
-fn make_certificates(dir: &std::path::Path) {
-    let steps: [&[&str]; 3] = [
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=kiln test CA",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-        ],
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-        ],
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "san.cnf",
-            "-out",
-            "server.crt",
-        ],
-    ];
-    std::fs::write(dir.join("san.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    for args in steps {
-        let status = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        assert!(
-            status.is_ok_and(|s| s.success()),
-            "`openssl {}` failed; the TLS test needs openssl (tests/run.sh installs it)",
-            args.join(" ")
-        );
     }
 }
 

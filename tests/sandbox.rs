@@ -175,6 +175,7 @@ async fn granted_env_and_directory_are_visible_read_only() {
     let grants = Grants {
         env: [("API_BASE".into(), "https://example.test".into())].into(),
         dir: Some(dir.path().to_owned()),
+        ..Grants::default()
     };
     let read = dir.path().join("note.txt");
     let write = dir.path().join("new.txt");

@@ -43,6 +43,8 @@ pub fn attempt(job: &kiln::store::Job, outcome: OutcomeClass, now: Timestamp) ->
         message: None,
         wall_ms: 1,
         fuel: Some(42),
+        http: None,
+        tcp: None,
     }
 }
 

@@ -1,8 +1,8 @@
 //! Shared helpers of the integration tests: building the guest handlers once, a runtime
-//! sized for tests, and shortcuts for running one attempt.
+//! sized for tests, shortcuts for running one attempt, and test certificates.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Once};
 
 use kiln::registry::LoadedHandler;
@@ -74,12 +74,23 @@ pub async fn run(
     job: &JobInput,
     limits: &JobLimits,
 ) -> Attempt {
+    run_granted(runtime, handler, job, limits, &Grants::default()).await
+}
+
+/// Runs one attempt with no hooks and `grants`.
+pub async fn run_granted(
+    runtime: &Runtime,
+    handler: &LoadedHandler,
+    job: &JobInput,
+    limits: &JobLimits,
+    grants: &Grants,
+) -> Attempt {
     runtime
         .run(
             handler,
             job,
             limits,
-            &Grants::default(),
+            grants,
             JobHooks::default(),
             &CancellationToken::new(),
         )
@@ -104,4 +115,69 @@ pub fn variant(bytes: &[u8], n: u32) -> Vec<u8> {
     out.extend_from_slice(name);
     out.extend_from_slice(&n.to_le_bytes());
     out
+}
+
+/// Writes `ca.crt`/`ca.key` (a certificate authority) and `server.crt`/`server.key` (a
+/// certificate for 127.0.0.1 that it signed) into `dir`, with the `openssl` command.
+pub fn make_certificates(dir: &Path) {
+    let steps: [&[&str]; 3] = [
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=kiln test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+        ],
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ],
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.cnf",
+            "-out",
+            "server.crt",
+        ],
+    ];
+    std::fs::write(dir.join("san.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    for args in steps {
+        let status = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        assert!(
+            status.is_ok_and(|s| s.success()),
+            "`openssl {}` failed; the TLS test needs openssl (tests/run.sh installs it)",
+            args.join(" ")
+        );
+    }
 }

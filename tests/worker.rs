@@ -360,3 +360,26 @@ async fn graceful_shutdown_returns_unfinished_jobs_to_the_queue() {
         assert!(job.lease.is_none());
     }
 }
+
+/// What an attempt did through its `http` grant is kept with the attempt and shown by
+/// `kiln status`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_records_its_http_requests() {
+    let server =
+        crate::http_server::Server::http(|_| crate::http_server::Reply::status(200, "fine")).await;
+    let config = format!(
+        "[handlers.fetch]\nmax_attempts = 1\ngrants = {{ http = [\"{}\"] }}\n",
+        server.origin()
+    );
+    let mut host = TestHost::start(&["fetch"], &config).await;
+    let url = format!("{}/", server.origin());
+    let id = host.enqueue("fetch", json!({"url": url})).await;
+    let job = host.until_state(&id, JobState::Succeeded).await;
+    let http = job.history[0].http.expect("http usage recorded");
+    assert_eq!((http.requests, http.denied, http.bytes_received), (1, 0, 4));
+    let text = kiln::ops::JobView::new(&job, false).text();
+    assert!(text.contains("http  1 requests, 0 denied"), "{text}");
+    let shown = serde_json::to_value(kiln::ops::JobView::new(&job, false)).unwrap();
+    assert_eq!(shown["history"][0]["http"]["bytes_received"], 4);
+    host.stop().await;
+}

@@ -89,6 +89,8 @@ fn settlement(job: &kiln::store::Job, action: SettleAction) -> Settlement {
             message: None,
             wall_ms: 1,
             fuel: None,
+            http: None,
+            tcp: None,
         }),
         action,
     }

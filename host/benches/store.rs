@@ -74,6 +74,8 @@ fn succeeded(job: &Job) -> Settlement {
             message: None,
             wall_ms: 1,
             fuel: Some(42),
+            http: None,
+            tcp: None,
         }),
         action: SettleAction::Succeed { result: Vec::new() },
     }

@@ -1,8 +1,10 @@
 //! The wasmtime `Engine` shared by every job, its epoch ticker and the linker.
 //!
 //! One [`Runtime`] per host. It owns the engine (pooling allocator, epoch interruption, fuel),
-//! the thread that advances the epoch, the linker with WASI p2 and the Kiln host interface,
-//! and the semaphore that keeps instantiations within the pool's slots.
+//! the thread that advances the epoch, the linker with WASI p2, `wasi:http` and the Kiln host
+//! interface (every handler gets them all; grants decide per attempt what they reach), the
+//! host's TLS configurations for handlers' HTTPS, and the semaphore that keeps
+//! instantiations within the pool's slots.
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -16,6 +18,7 @@ use wasmtime::error::Context as _;
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::bindings::Handler;
+use crate::capabilities::{self, http::TlsConfigs};
 use crate::host_api::JobCtx;
 
 /// Guest frames kept in a trap's backtrace: enough to find the fault, bounded in size.
@@ -65,6 +68,8 @@ pub struct Runtime {
     pub(crate) slots: Arc<Semaphore>,
     /// Hash of the engine's compilation settings, part of every cache key.
     pub(crate) settings_hash: String,
+    /// TLS client configurations for handlers' HTTPS, shared by every attempt.
+    pub(crate) tls: Arc<TlsConfigs>,
     ticker: Ticker,
 }
 
@@ -74,6 +79,9 @@ impl Runtime {
         let engine = Engine::new(&engine_config(&settings)).context("failed to build engine")?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).context("failed to link WASI")?;
+        capabilities::tcp::add_to_linker(&mut linker).context("failed to link name lookup")?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .context("failed to link wasi:http")?;
         Handler::add_to_linker::<_, HasSelf<_>>(&mut linker, |ctx| ctx)
             .context("failed to link the kiln host interface")?;
         let mut hasher = std::hash::DefaultHasher::new();
@@ -87,6 +95,7 @@ impl Runtime {
             engine,
             linker,
             settings_hash,
+            tls: Arc::default(),
         })
     }
 

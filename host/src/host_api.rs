@@ -17,8 +17,11 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpView};
 
 use crate::bindings::{EnqueueOptions, HostImports, Level, TypesImports};
+use crate::capabilities::http::HttpCtx;
+use crate::capabilities::tcp::TcpState;
 use crate::limits::MemoryLimiter;
 
 /// Longest progress note kept; a guest cannot push unbounded strings into the job store.
@@ -286,6 +289,10 @@ pub struct JobHooks {
 pub struct JobCtx {
     wasi: WasiCtx,
     table: ResourceTable,
+    /// The attempt's `wasi:http` state: its grant, limits and counters (`capabilities::http`).
+    pub(crate) http: HttpCtx,
+    /// The attempt's TCP grant and counters, shared with its WASI context's address check.
+    pub(crate) tcp: Arc<TcpState>,
     pub(crate) limiter: MemoryLimiter,
     pub(crate) journal: Arc<Journal>,
     hooks: JobHooks,
@@ -297,9 +304,17 @@ pub struct JobCtx {
     max_payload: usize,
 }
 
+/// What grants one attempt's sandbox: its WASI context and the per-attempt state of the
+/// network capabilities.
+pub(crate) struct Granted {
+    pub wasi: WasiCtx,
+    pub http: HttpCtx,
+    pub tcp: Arc<TcpState>,
+}
+
 impl JobCtx {
     pub(crate) fn new(
-        wasi: WasiCtx,
+        granted: Granted,
         limiter: MemoryLimiter,
         journal: Arc<Journal>,
         hooks: JobHooks,
@@ -307,8 +322,10 @@ impl JobCtx {
         max_payload: usize,
     ) -> Self {
         JobCtx {
-            wasi,
+            wasi: granted.wasi,
             table: ResourceTable::new(),
+            http: granted.http,
+            tcp: granted.tcp,
             limiter,
             journal,
             hooks,
@@ -325,6 +342,12 @@ impl WasiView for JobCtx {
             ctx: &mut self.wasi,
             table: &mut self.table,
         }
+    }
+}
+
+impl WasiHttpView for JobCtx {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        self.http.view(&mut self.table)
     }
 }
 

@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use crate::capabilities::http::HttpLimits;
+
 /// What one attempt of one job may use. Each limit protects the host from a handler that
 /// runs away with a resource it shares with every other job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +24,8 @@ pub struct JobLimits {
     pub max_payload: usize,
     /// Cap on captured log lines plus stdout/stderr bytes per attempt; the rest is dropped.
     pub max_log: usize,
+    /// Outbound HTTP: requests in flight at once and the connect timeout.
+    pub http: HttpLimits,
 }
 
 impl Default for JobLimits {
@@ -33,6 +37,7 @@ impl Default for JobLimits {
             max_result: 1 << 20,
             max_payload: 1 << 20,
             max_log: 64 << 10,
+            http: HttpLimits::default(),
         }
     }
 }

@@ -15,9 +15,12 @@ use tokio_util::sync::CancellationToken;
 use wasmtime::{Store, Trap, UpdateDeadline, WasmBacktrace};
 
 use crate::bindings::{JobError, WitJob};
+use crate::capabilities::http::{HttpCtx, HttpUsage};
+use crate::capabilities::net::Requester;
+use crate::capabilities::tcp::{TcpState, TcpUsage};
 use crate::capabilities::{Grants, wasi_ctx};
 use crate::engine::Runtime;
-use crate::host_api::{JobCtx, JobHooks, Journal, LogLine};
+use crate::host_api::{Granted, JobCtx, JobHooks, Journal, LogLine};
 use crate::limits::{JobLimits, MemoryLimiter};
 use crate::registry::LoadedHandler;
 use crate::store::OutcomeClass;
@@ -125,6 +128,18 @@ pub struct Attempt {
     pub log: Vec<LogLine>,
     /// Set when the log was cut at the cap.
     pub log_truncated: bool,
+    /// What the attempt did through its `http` grant; `None` if it tried nothing.
+    pub http: Option<HttpUsage>,
+    /// What the attempt did through its `tcp` grant; `None` if it tried nothing.
+    pub tcp: Option<TcpUsage>,
+}
+
+/// What an attempt's store reports when it ends.
+struct Ended {
+    fuel_used: u64,
+    memory_hit: bool,
+    http: Option<HttpUsage>,
+    tcp: Option<TcpUsage>,
 }
 
 /// Why the epoch callback stopped a guest; carried as the error of the interrupted call.
@@ -155,8 +170,8 @@ impl Runtime {
         let journal = Arc::new(Journal::new(&job.id, &job.handler, limits.max_log));
         let started = Instant::now();
         let deadline = started + limits.timeout;
-        let (result, fuel_used, memory_hit) = match self.new_store(
-            &job.id,
+        let (result, ended) = match self.new_store(
+            job,
             limits,
             grants,
             hooks,
@@ -173,28 +188,44 @@ impl Runtime {
                     () = cancel.cancelled() => Err(Interrupt::Cancelled.into()),
                 };
                 let budget = limits.fuel.unwrap_or(u64::MAX);
-                let fuel_used = budget - store.get_fuel().unwrap_or(budget);
-                (result, fuel_used, store.data().limiter.hit)
+                let ctx = store.data();
+                let ended = Ended {
+                    fuel_used: budget - store.get_fuel().unwrap_or(budget),
+                    memory_hit: ctx.limiter.hit,
+                    http: ctx.http.usage(),
+                    tcp: ctx.tcp.usage(),
+                };
+                (result, ended)
             }
-            Err(error) => (Err(error), 0, false),
+            Err(error) => {
+                let ended = Ended {
+                    fuel_used: 0,
+                    memory_hit: false,
+                    http: None,
+                    tcp: None,
+                };
+                (Err(error), ended)
+            }
         };
         let wall = started.elapsed();
-        let outcome = classify(result, memory_hit, &journal, limits.max_result);
+        let outcome = classify(result, ended.memory_hit, &journal, limits.max_result);
         let (log, log_truncated) = journal.finish();
         Attempt {
             outcome,
             wall,
-            fuel_used,
+            fuel_used: ended.fuel_used,
             digest: handler.digest.clone(),
             log,
             log_truncated,
+            http: ended.http,
+            tcp: ended.tcp,
         }
     }
 
     #[allow(clippy::too_many_arguments)]
     fn new_store(
         &self,
-        job_id: &str,
+        job: &JobInput,
         limits: &JobLimits,
         grants: &Grants,
         hooks: JobHooks,
@@ -202,10 +233,19 @@ impl Runtime {
         deadline: Instant,
         cancel: &CancellationToken,
     ) -> wasmtime::Result<Store<JobCtx>> {
-        let wasi = wasi_ctx(grants, &journal)?;
+        let who = Requester {
+            job: job.id.as_str().into(),
+            handler: job.handler.as_str().into(),
+        };
+        let tcp = TcpState::new(&grants.tcp, who.clone());
+        let granted = Granted {
+            wasi: wasi_ctx(grants, &journal, &tcp)?,
+            http: HttpCtx::new(&grants.http, &limits.http, self.tls.clone(), deadline, who),
+            tcp,
+        };
         let max_payload = limits.max_payload;
         let limiter = MemoryLimiter::new(limits.memory);
-        let ctx = JobCtx::new(wasi, limiter, journal, hooks, job_id, max_payload);
+        let ctx = JobCtx::new(granted, limiter, journal, hooks, &job.id, max_payload);
         let mut store = Store::new(&self.engine, ctx);
         store.limiter(|ctx| &mut ctx.limiter);
         store.set_fuel(limits.fuel.unwrap_or(u64::MAX))?;

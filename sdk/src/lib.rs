@@ -73,13 +73,15 @@
 //! - `job.rs`: [`Job`], [`JobError`] and the [`json`] result helper.
 //! - `host.rs`: [`log()`], [`progress`], [`enqueue`] and the logging macros ([`info!`] and
 //!   friends).
+//! - `http.rs`: [`http`], a blocking HTTP client for the origins a handler is granted.
 //!
 //! Off wasm32 (e.g. in a handler's unit tests) there is no host: log lines and progress go to
-//! stderr and [`enqueue`] returns an error.
+//! stderr, and [`enqueue`] and [`http`] requests return an error.
 
 #[doc(hidden)]
 pub mod bindings;
 mod host;
+pub mod http;
 mod job;
 
 pub use host::{EnqueueOptions, Level, enqueue, log, progress};

@@ -4,7 +4,10 @@
 //! - no preopened directories (a `dir` grant adds one, read-only);
 //! - stdin closed; stdout and stderr captured into the job's capped log, never the host's
 //!   own stdio;
-//! - no TCP, UDP or name lookup (wasmtime's default, kept);
+//! - no TCP, UDP or name lookup (wasmtime's default, kept; a `tcp` grant opens TCP to its
+//!   endpoints and lookups of its names, UDP stays off);
+//! - no HTTP: `wasi:http` is linked, but a request to an origin not granted by `http` is
+//!   denied;
 //! - clocks and random numbers, which cannot reach anything outside.
 //!
 //! The WASI interfaces themselves are linked for every handler (`Runtime::new`), so a

@@ -34,20 +34,28 @@
 //! max_result = "1MiB"                # cap on a handler's result bytes
 //! max_payload = "1MiB"               # cap on a job's payload, from any producer
 //! max_log = "64KiB"                  # cap on captured log/stdout/stderr per attempt
+//! http_max_in_flight = 8             # outbound HTTP requests one attempt may have in flight
+//! http_connect_timeout = "10s"       # how long one outbound connection (TCP + TLS) may take
 //!
 //! [queues.NAME]                      # `default` always exists
 //! concurrency = 16                   # jobs of this queue running at once (default: host.concurrency)
 //! priority = 0                       # default priority of jobs enqueued on this queue
 //! paused = false                     # a paused queue accepts jobs but runs none
+//! grants = { http = ["https://api.partner.example"] }   # for every handler on the queue
 //! # ...and any [defaults] key
 //!
 //! [handlers.NAME]                    # NAME is the `.wasm` file stem
 //! queue = "default"                  # must name a queue; where jobs of this handler go
-//! grants = { env = { KEY = "value" }, dir = "/srv/assets" }   # opt-in WASI access
+//! grants = { env = { KEY = "value" }, dir = "/srv/assets" }   # opt-in WASI access, added
+//!                                    # to the queue's grants; also (see capabilities/):
+//! # grants.http = ["https://api.mail.example", "http://127.0.0.1:*", "https://*.p.example:8443"]
+//! # grants.http_ca_file = "certs/ca.pem"   # a CA trusted for HTTPS besides the system roots
+//! # grants.tcp = ["smtp.example.com:587", "127.0.0.1:5432"]
 //! # ...and any [defaults] key except retention
 //! ```
 //!
-//! Relative paths (`handlers_dir`, `cache_dir`, `store.path`, `grants.dir`) resolve against
+//! Relative paths (`handlers_dir`, `cache_dir`, `store.path`, `grants.dir`,
+//! `grants.http_ca_file`) resolve against
 //! the directory of the config file, also when set by an environment override.
 
 mod env;
@@ -123,6 +131,8 @@ pub struct QueueConfig {
     /// Whether the queue is configured paused: it accepts jobs but runs none.
     /// `kiln pause`/`kiln resume` change a queue's state at run time.
     pub paused: bool,
+    /// What every handler's sandbox on this queue may reach; a handler's own grants add to it.
+    pub grants: Grants,
     /// Per-job keys set on this queue.
     overrides: Overrides,
 }
@@ -201,6 +211,8 @@ struct Overrides {
     max_result: Option<usize>,
     max_payload: Option<usize>,
     max_log: Option<usize>,
+    http_max_in_flight: Option<usize>,
+    http_connect_timeout: Option<Duration>,
 }
 
 impl Overrides {
@@ -217,6 +229,9 @@ impl Overrides {
         l.max_result = self.max_result.unwrap_or(l.max_result);
         l.max_payload = self.max_payload.unwrap_or(l.max_payload);
         l.max_log = self.max_log.unwrap_or(l.max_log);
+        let h = &mut l.http;
+        h.max_in_flight = self.http_max_in_flight.unwrap_or(h.max_in_flight);
+        h.connect_timeout = self.http_connect_timeout.unwrap_or(h.connect_timeout);
     }
 }
 
@@ -250,15 +265,17 @@ impl Config {
     }
 
     /// The settings for a job of `handler` on `queue`: the handler's keys win over the
-    /// queue's, which win over `[defaults]`. An unconfigured handler or queue adds nothing.
+    /// queue's, which win over `[defaults]`, and the handler's grants add to the queue's
+    /// ([`Grants::add`]). An unconfigured handler or queue adds nothing.
     pub fn job_settings(&self, handler: &str, queue: &str) -> JobSettings {
         let mut settings = self.defaults.clone();
         if let Some(queue) = self.queues.get(queue) {
             queue.overrides.apply_to(&mut settings);
+            settings.grants = queue.grants.clone();
         }
         if let Some(handler) = self.handlers.get(handler) {
             handler.overrides.apply_to(&mut settings);
-            settings.grants = handler.grants.clone();
+            settings.grants.add(&handler.grants);
         }
         settings
     }

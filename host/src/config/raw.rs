@@ -111,13 +111,19 @@ pub(super) struct RawKeep {
     pub age: Value<Scalar>,
 }
 
-/// `grants = { env = {..}, dir = ".." }` on a handler.
+/// `grants = { env = {..}, dir = "..", http = [..], http_ca_file = "..", tcp = [..] }` on a
+/// queue or a handler.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawGrants {
     #[serde(default)]
     pub env: BTreeMap<Spanned<String>, Spanned<String>>,
     pub dir: Value<String>,
+    #[serde(default)]
+    pub http: Vec<Spanned<String>>,
+    pub http_ca_file: Value<String>,
+    #[serde(default)]
+    pub tcp: Vec<Spanned<String>>,
 }
 
 /// The per-job keys that `[defaults]`, `[queues.*]` and `[handlers.*]` share, borrowed from
@@ -132,6 +138,8 @@ pub(super) struct JobKeys<'a> {
     pub max_result: &'a Value<Scalar>,
     pub max_payload: &'a Value<Scalar>,
     pub max_log: &'a Value<Scalar>,
+    pub http_max_in_flight: &'a Value<i64>,
+    pub http_connect_timeout: &'a Value<Scalar>,
 }
 
 /// Declares a table that carries the shared per-job keys plus its own.
@@ -150,6 +158,8 @@ macro_rules! job_table {
             pub max_result: Value<Scalar>,
             pub max_payload: Value<Scalar>,
             pub max_log: Value<Scalar>,
+            pub http_max_in_flight: Value<i64>,
+            pub http_connect_timeout: Value<Scalar>,
         }
 
         impl $name {
@@ -163,6 +173,8 @@ macro_rules! job_table {
                     max_result: &self.max_result,
                     max_payload: &self.max_payload,
                     max_log: &self.max_log,
+                    http_max_in_flight: &self.http_max_in_flight,
+                    http_connect_timeout: &self.http_connect_timeout,
                 }
             }
         }
@@ -183,6 +195,7 @@ job_table!(
         priority: Value<i64>,
         paused: Value<bool>,
         retention: Option<RawRetention>,
+        grants: Option<RawGrants>,
     }
 );
 

@@ -28,6 +28,9 @@ use crate::store::DEFAULT_MAX_ATTEMPTS;
 const MIN_MEMORY: u64 = 64 << 10;
 /// The largest memory cap: all a 32-bit wasm memory can address.
 const MAX_MEMORY: u64 = 4 << 30;
+/// The most outbound HTTP requests one attempt may be allowed in flight: each holds a
+/// connection and its buffers on the host.
+const MAX_IN_FLIGHT: i64 = 1024;
 
 /// Parses `text`, applies the environment overrides `vars`, and validates the result.
 pub(super) fn build(
@@ -83,6 +86,7 @@ impl Checker<'_> {
                 concurrency: host.concurrency,
                 priority: 0,
                 paused: false,
+                grants: Grants::default(),
                 overrides: Overrides::default(),
             });
         let mut handlers = BTreeMap::new();
@@ -119,6 +123,7 @@ impl Checker<'_> {
                 None => 0,
             },
             paused: q.paused.as_ref().is_some_and(|p| *p.get_ref()),
+            grants: self.grants(prefix, q.grants.as_ref())?,
             overrides: self.overrides(prefix, q.job_keys())?,
         })
     }
@@ -297,6 +302,14 @@ impl Checker<'_> {
                 .size(&key("max_payload"), keys.max_payload)?
                 .map(to_usize),
             max_log: self.size(&key("max_log"), keys.max_log)?.map(to_usize),
+            http_max_in_flight: keys
+                .http_max_in_flight
+                .as_ref()
+                .map(|v| self.int(&key("http_max_in_flight"), v, 1, MAX_IN_FLIGHT))
+                .transpose()?
+                .map(|n| n as usize),
+            http_connect_timeout: self
+                .positive_duration(&key("http_connect_timeout"), keys.http_connect_timeout)?,
             ..Overrides::default()
         };
         if let Some(b) = keys.backoff {
@@ -361,6 +374,7 @@ impl Checker<'_> {
         })
     }
 
+    /// `grants` of a queue or handler (`prefix` is `queues.NAME` or `handlers.NAME`).
     fn grants(&self, prefix: &str, raw: Option<&RawGrants>) -> Result<Grants, ConfigError> {
         let Some(raw) = raw else {
             return Ok(Grants::default());
@@ -377,7 +391,45 @@ impl Checker<'_> {
             env.insert(name.get_ref().clone(), value.get_ref().clone());
         }
         let dir = raw.dir.as_ref().map(|d| self.path(d.get_ref()));
-        Ok(Grants { env, dir })
+        let mut http = capabilities::http::HttpGrant {
+            origins: self.entries(prefix, "http", &raw.http, capabilities::http::check)?,
+            ca_files: Vec::new(),
+        };
+        if let Some(file) = &raw.http_ca_file {
+            let path = self.path(file.get_ref());
+            capabilities::http::check_ca_file(&path).map_err(|reason| {
+                let key = format!("{prefix}.grants.http_ca_file");
+                self.origins.invalid(key, &file.span(), reason)
+            })?;
+            http.ca_files.push(path);
+        }
+        let tcp = self.entries(prefix, "tcp", &raw.tcp, capabilities::tcp::check)?;
+        Ok(Grants {
+            env,
+            dir,
+            http,
+            tcp,
+        })
+    }
+
+    /// Each entry of the list `grants.NAME`, parsed by its capability's `check`; an error
+    /// names the entry as `PREFIX.grants.NAME[i]`.
+    fn entries<T>(
+        &self,
+        prefix: &str,
+        name: &str,
+        raw: &[Spanned<String>],
+        check: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<Vec<T>, ConfigError> {
+        raw.iter()
+            .enumerate()
+            .map(|(i, entry)| {
+                check(entry.get_ref()).map_err(|reason| {
+                    let key = format!("{prefix}.grants.{name}[{i}]");
+                    self.origins.invalid(key, &entry.span(), reason)
+                })
+            })
+            .collect()
     }
 
     fn concurrency(&self, key: &str, v: &Spanned<i64>) -> Result<usize, ConfigError> {

@@ -202,9 +202,29 @@ impl<'a> JobView<'a> {
                 a.digest.as_deref().map_or("-", |d| &d[..d.len().min(12)]),
                 a.message.as_deref().unwrap_or("")
             );
+            let _ = write_grant_usage(&mut out, a);
         }
         out
     }
+}
+
+/// What an attempt did through its grants, one indented line per capability it used.
+fn write_grant_usage(out: &mut String, a: &AttemptRecord) -> fmt::Result {
+    if let Some(h) = &a.http {
+        writeln!(
+            out,
+            "    http  {} requests, {} denied, {} bytes sent, {} bytes received",
+            h.requests, h.denied, h.bytes_sent, h.bytes_received
+        )?;
+    }
+    if let Some(t) = &a.tcp {
+        writeln!(
+            out,
+            "    tcp   {} connections, {} denied",
+            t.connections, t.denied
+        )?;
+    }
+    Ok(())
 }
 
 impl Serialize for JobView<'_> {
@@ -215,7 +235,19 @@ impl Serialize for JobView<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Body, Encoding, SUMMARY_LIMIT};
+    use super::{AttemptRecord, Body, Encoding, SUMMARY_LIMIT};
+
+    #[test]
+    fn attempt_records_without_grant_usage_still_decode_and_stay_short() {
+        let old = r#"{"attempt":1,"digest":null,"started_at":1,"ended_at":2,"outcome":"ok","message":null,"wall_ms":1,"fuel":null}"#;
+        let record: AttemptRecord = serde_json::from_str(old).unwrap();
+        assert_eq!((record.http, record.tcp), (None, None));
+        let written = serde_json::to_string(&record).unwrap();
+        assert!(
+            !written.contains("http") && !written.contains("tcp"),
+            "{written}"
+        );
+    }
 
     #[test]
     fn bodies_show_as_json_text_or_base64() {

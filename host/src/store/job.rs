@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::capabilities::http::HttpUsage;
+use crate::capabilities::tcp::TcpUsage;
+
 /// Attempts a job gets when the producer does not say (`NewJob::new`).
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 
@@ -249,6 +252,13 @@ pub struct AttemptRecord {
     pub wall_ms: u64,
     /// Fuel consumed, when a fuel budget was set.
     pub fuel: Option<u64>,
+    /// What the attempt did through its `http` grant; absent when it made no request (and in
+    /// records written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpUsage>,
+    /// What the attempt did through its `tcp` grant; absent when it tried nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TcpUsage>,
 }
 
 /// A stored job.

@@ -128,6 +128,8 @@ impl Held {
             message: Some(message.clone()),
             wall_ms: u64::try_from(now.since(claimed_at).as_millis()).unwrap_or(u64::MAX),
             fuel: None,
+            http: None,
+            tcp: None,
         };
         let transition = if !self.has_attempts_left() && !self.cancel_requested {
             Transition::failed(LOST_LAST_ATTEMPT.to_owned())

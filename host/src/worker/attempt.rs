@@ -134,6 +134,8 @@ fn settle_attempt<S>(
         message: attempt.outcome.message(),
         wall_ms: u64::try_from(attempt.wall.as_millis()).unwrap_or(u64::MAX),
         fuel: Some(attempt.fuel_used),
+        http: attempt.http,
+        tcp: attempt.tcp,
     };
     let (action, record) = match (&attempt.outcome, stopped) {
         (_, Some(StopReason::LeaseLost)) => return None,
