@@ -16,8 +16,8 @@
 //! - `clock`: where the time comes from (tests drive it).
 //! - `engine`: the wasmtime engine, epoch ticker, linker and pool slots ([`Runtime`]).
 //! - `capabilities/`: what a handler may be granted, one file each (`wasi` base, `env`,
-//!   `dir`, `http`, `tcp`, and `net`, the address rules the last two share), and the one
-//!   [`Grants`] type.
+//!   `dir`, `http`, `tcp`; `net` holds the host-pattern and internal-address rules both
+//!   network grants share), and the one [`Grants`] type.
 //! - `sandbox`: one attempt in a fresh store, its deadline, and how it ended ([`Outcome`]).
 //! - `limits`: per-job limits ([`JobLimits`]) and the memory limiter.
 //! - `host_api`: what a guest may call (log, progress, enqueue), and the capped job log.
