@@ -111,3 +111,22 @@ async fn stats_lists_every_configured_queue() {
         .collect();
     assert_eq!(queues, ["default", "idle"]);
 }
+
+#[tokio::test]
+async fn without_a_handlers_directory_only_configured_handlers_are_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "[host]\nhandlers_dir = \"nowhere\"\n[store]\npath = \"kiln.db\"\n\
+                [handlers.mail]\nmax_attempts = 2\n";
+    let config = Config::from_toml_str(text, &dir.path().join("config.toml"), Vec::new()).unwrap();
+    let store = AnyStore::open_embedded(dir.path().join("kiln.db")).unwrap();
+    let ops = Ops::new(Arc::new(config), Arc::new(store));
+    ops.enqueue(EnqueueRequest::new("mail", "{}"))
+        .await
+        .unwrap();
+    let error = ops
+        .enqueue(EnqueueRequest::new("typo", "{}"))
+        .await
+        .unwrap_err();
+    assert_eq!(error.class(), ErrorClass::NotFound, "{error}");
+    assert!(error.to_string().contains("[handlers.typo]"), "{error}");
+}

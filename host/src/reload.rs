@@ -17,7 +17,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::registry::{Change, Registry, handler_name};
+use crate::registry::{Change, Registry, is_handler_file};
 
 /// Quiet time after the last write event before a path is reloaded; covers the gaps
 /// between the chunks of a `cp` without keeping a new version waiting long.
@@ -44,7 +44,7 @@ impl Watcher {
                         return;
                     };
                     for path in event.paths {
-                        if handler_name(&path).is_some() {
+                        if is_handler_file(&path) {
                             let _ = events.send((path, quiet));
                         }
                     }

@@ -4,16 +4,15 @@
 //! and a priority. What it leaves out comes from the config (the handler's queue, the queue's
 //! priority, the handler > queue > defaults `max_attempts`). A request is refused, before
 //! anything is stored, when its handler name can never be loaded, its handler is not in the
-//! handlers directory (when this process can see that directory), its queue is not
-//! configured, its payload is over `max_payload`, or its unique key is empty. A batch is
-//! checked whole, then stored in one call.
+//! handlers directory (or, where that directory does not exist, not under `[handlers]` in
+//! the config), its queue is not configured, its payload is over `max_payload`, or its
+//! unique key is empty. A batch is checked whole, then stored in one call.
 
-use std::path::Path;
 use std::time::Duration;
 
 use super::{Ops, OpsError};
 use crate::host_api::{ChildEnqueuer, ChildRequest, EnqueueFuture};
-use crate::registry::handler_name;
+use crate::registry::check_name;
 use crate::store::{JobStore, NewJob, Timestamp};
 
 pub use crate::store::Enqueued;
@@ -100,27 +99,33 @@ impl<S: JobStore> Ops<S> {
         Ok(self.store.enqueue(jobs, self.now()).await?)
     }
 
-    /// Whether a job for `handler` could ever run here: its name is one a `.wasm` file can
-    /// serve, and, when the handlers directory is visible to this process, its file is there.
+    /// Whether a job for `handler` could ever run: its name is one a `.wasm` file can
+    /// serve, and its file is in the handlers directory. Where that directory does not exist
+    /// (a producer on another machine than its hosts), the handler must be named under
+    /// `[handlers]` in the config instead, so a typo is still caught.
     fn known_handler(&self, handler: &str) -> Result<(), OpsError> {
+        check_name(handler).map_err(|reason| OpsError::invalid("handler name", reason))?;
         let file = format!("{handler}.wasm");
-        if handler_name(Path::new(&file)).as_deref() != Some(handler) {
-            return Err(OpsError::invalid(
-                "handler name",
-                format!(
-                    "`{handler}` cannot be a handler: names are ASCII letters, digits, `-`, `_` \
-                     and `.`, not starting with `.`"
-                ),
-            ));
-        }
         let dir = &self.config.host.handlers_dir;
-        if dir.is_dir() && !dir.join(&file).exists() {
-            return Err(OpsError::UnknownHandler {
-                handler: handler.to_owned(),
-                reason: format!("no `{file}` in handlers directory `{}`", dir.display()),
-            });
-        }
-        Ok(())
+        let reason = if dir.is_dir() {
+            if dir.join(&file).exists() {
+                return Ok(());
+            }
+            format!("no `{file}` in handlers directory `{}`", dir.display())
+        } else {
+            if self.config.handlers.contains_key(handler) {
+                return Ok(());
+            }
+            format!(
+                "handlers directory `{}` does not exist here and `[handlers.{handler}]` is not \
+                 in the config",
+                dir.display()
+            )
+        };
+        Err(OpsError::UnknownHandler {
+            handler: handler.to_owned(),
+            reason,
+        })
     }
 }
 

@@ -69,22 +69,95 @@ pub enum LoadError {
     Invalid { file: String, reason: String },
     #[error("handler `{file}` does not match the kiln:handler world: {reason}")]
     Contract { file: String, reason: String },
-    #[error("handler `{file}` has no usable name (expected NAME.wasm)")]
-    Name { file: String },
+    #[error("skipped handler file `{file}`: {reason}")]
+    Name { file: String, reason: String },
+    #[error("skipped handler file `{file}`: {reason}")]
+    NotAFile { file: String, reason: String },
 }
 
-/// The handler name a path serves: its file stem, if it is a `.wasm` file.
+/// Longest handler name, in bytes: it becomes part of store keys and log lines.
+pub const MAX_NAME_LEN: usize = 100;
+
+/// Whether `path` is meant as a handler: its extension is `.wasm`. Other files in the
+/// handlers directory (notes, editors' swap files, half-written `.tmp` copies) are ignored.
+pub fn is_handler_file(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "wasm")
+}
+
+/// The handler name a path serves: its file stem, if it is a `.wasm` file with a valid name.
 pub fn handler_name(path: &Path) -> Option<String> {
-    if path.extension()? != "wasm" {
+    if !is_handler_file(path) {
         return None;
     }
     let stem = path.file_stem()?.to_str()?;
-    let valid = !stem.is_empty()
-        && !stem.starts_with('.')
-        && stem
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    valid.then(|| stem.to_owned())
+    check_name(stem).is_ok().then(|| stem.to_owned())
+}
+
+/// Why `name` cannot be a handler name, if it cannot. The rule: 1 to [`MAX_NAME_LEN`] ASCII
+/// letters, digits, `-`, `_` and `.`, starting with a letter or digit, with no `..`.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let problem = if name.is_empty() {
+        "the name is empty".to_owned()
+    } else if name.len() > MAX_NAME_LEN {
+        format!("the name is longer than {MAX_NAME_LEN} bytes")
+    } else if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        format!("{c:?} is not allowed")
+    } else if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        "it must start with a letter or digit".to_owned()
+    } else if name.contains("..") {
+        "`..` is not allowed".to_owned()
+    } else {
+        return Ok(());
+    };
+    Err(format!(
+        "`{name}` cannot be a handler name: {problem} (names are ASCII letters, digits, `-`, \
+         `_` and `.`, start with a letter or digit, and have no `..`)"
+    ))
+}
+
+/// The handler name `path` would serve, or why it cannot serve one.
+pub fn name_of(path: &Path) -> Result<String, LoadError> {
+    let file = display_file(path);
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if !is_handler_file(path) {
+        return Err(LoadError::Name {
+            file,
+            reason: "handler files end in `.wasm`".into(),
+        });
+    }
+    check_name(&stem).map_err(|reason| LoadError::Name { file, reason })?;
+    Ok(stem)
+}
+
+/// The handler name `path` serves, after checking that it is one and that it names a
+/// regular file (following links): a directory called `x.wasm`, a dangling link or a link
+/// loop is refused with the reason, not skipped.
+pub fn check_file(path: &Path) -> Result<String, LoadError> {
+    let name = name_of(path)?;
+    let not_a_file = |reason: String| LoadError::NotAFile {
+        file: display_file(path),
+        reason,
+    };
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() => Ok(name),
+        Ok(meta) if meta.is_dir() => Err(not_a_file("it is a directory, not a file".into())),
+        Ok(_) => Err(not_a_file("it is not a regular file".into())),
+        Err(error) if path.is_symlink() => Err(not_a_file(format!(
+            "it is a symbolic link whose target cannot be opened: {error}"
+        ))),
+        Err(error) => Err(not_a_file(format!("it cannot be opened: {error}"))),
+    }
+}
+
+/// The name a refusal of `path` is listed under: its handler name, else its file name.
+pub fn listed_name(path: &Path) -> String {
+    handler_name(path).unwrap_or_else(|| display_file(path))
 }
 
 /// The file as errors and logs name it: its file name, else the whole path.
@@ -110,7 +183,7 @@ impl Runtime {
     ) -> Result<LoadedHandler, LoadError> {
         let started = Instant::now();
         let file = display_file(path);
-        let name = handler_name(path).ok_or_else(|| LoadError::Name { file: file.clone() })?;
+        let name = name_of(path)?;
         let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
             file: file.clone(),
             source,

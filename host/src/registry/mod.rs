@@ -15,8 +15,11 @@ use std::sync::{Arc, PoisonError, RwLock};
 use crate::engine::Runtime;
 use crate::events::{Event, Events};
 
-use loader::display_file;
-pub use loader::{LoadError, LoadSource, LoadedHandler, digest, handler_name};
+use loader::listed_name;
+pub use loader::{
+    LoadError, LoadSource, LoadedHandler, MAX_NAME_LEN, check_file, check_name, digest,
+    handler_name, is_handler_file, name_of,
+};
 
 /// What a reload did, for logs and tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,12 +101,20 @@ impl Registry {
     }
 
     /// Loads every `*.wasm` in the directory, compiling on blocking threads in parallel.
+    /// A `.wasm` entry that cannot be a handler (a bad name, a directory, a dangling or
+    /// looping link) is refused under its file name: logged and listed, never skipped
+    /// silently. Files with other extensions are not handlers and are ignored.
     pub async fn load_all(&self) -> std::io::Result<Vec<Change>> {
         let mut paths = Vec::new();
+        let mut changes = Vec::new();
         for entry in std::fs::read_dir(&self.dir)? {
             let path = entry?.path();
-            if handler_name(&path).is_some() && path.is_file() {
-                paths.push(path);
+            if !is_handler_file(&path) {
+                continue;
+            }
+            match check_file(&path) {
+                Ok(_) => paths.push(path),
+                Err(error) => changes.push(self.refuse(listed_name(&path), &error)),
             }
         }
         paths.sort();
@@ -111,7 +122,6 @@ impl Registry {
             .into_iter()
             .map(|path| self.spawn_load(path))
             .collect();
-        let mut changes = Vec::with_capacity(loads.len());
         for (path, load) in loads {
             changes.push(self.apply(&path, load.await));
         }
@@ -138,7 +148,7 @@ impl Registry {
         path: &Path,
         load: Result<Result<LoadedHandler, LoadError>, tokio::task::JoinError>,
     ) -> Change {
-        let name = handler_name(path).unwrap_or_else(|| display_file(path));
+        let name = listed_name(path);
         match load {
             Ok(Ok(loaded)) => self.install(name, loaded),
             Ok(Err(error)) => self.refuse(name, &error),
@@ -148,17 +158,12 @@ impl Registry {
 
     /// Brings the handler at `path` up to date with the file: load, replace or remove.
     pub async fn reload(&self, path: &Path) -> Change {
-        let Some(name) = handler_name(path) else {
-            return Change::Refused {
-                name: display_file(path),
-                error: LoadError::Name {
-                    file: display_file(path),
-                }
-                .to_string(),
-            };
-        };
-        if !path.exists() {
+        let name = listed_name(path);
+        if path.symlink_metadata().is_err() {
             return self.remove(name);
+        }
+        if let Err(error) = check_file(path) {
+            return self.refuse(name, &error);
         }
         let (path, load) = self.spawn_load(path.to_owned());
         self.apply(&path, load.await)

@@ -97,11 +97,14 @@ fn unknown_handler<S>(shared: &Shared<S>, job: &Job) -> Settlement {
     let failed = now.since(job.created_at) >= grace;
     shared.events.emit(Event::HandlerMissing { job, failed });
     let action = if failed {
-        let error = format!(
-            "handler `{}` is not loaded (waited {})",
-            job.handler,
-            humantime::format_duration(grace)
-        );
+        let waited = humantime::format_duration(grace);
+        let error = match shared.registry.errors().remove(&job.handler) {
+            Some(load_error) => format!(
+                "handler `{}` is not loaded (waited {waited}): {load_error}",
+                job.handler
+            ),
+            None => format!("handler `{}` is not loaded (waited {waited})", job.handler),
+        };
         SettleAction::Fail { error }
     } else {
         SettleAction::Release {
