@@ -267,7 +267,7 @@ def peers(args):
 # KILN HOOK — to be filled in by the lead once Kiln's Redis store exists.
 #
 # Two ways, both documented in bench/README.md ("The Kiln hook"):
-#   A. KILN_PRODUCE_CMD and KILN_WORKER_CMD (+ optional KILN_WORKERS, default 1): shell
+#   A. KILN_BENCH_PRODUCE_CMD and KILN_BENCH_WORKER_CMD (+ optional KILN_BENCH_WORKERS, default 1): shell
 #      commands that follow the same driver protocol as the peers, so Kiln is measured by the
 #      very same phases above. Preferred.
 #   B. KILN_BENCH_CMD: one shell command that runs all phases itself and writes the result JSON
@@ -277,13 +277,13 @@ def peers(args):
 def run_kiln(args, rep, name, concurrency, threads):
     """One Kiln run as `name`; its commands get KILN_BENCH_CONCURRENCY=`concurrency` and
     KILN_BENCH_THREADS=`threads`."""
-    produce, worker = os.environ.get("KILN_PRODUCE_CMD"), os.environ.get("KILN_WORKER_CMD")
+    produce, worker = os.environ.get("KILN_BENCH_PRODUCE_CMD"), os.environ.get("KILN_BENCH_WORKER_CMD")
     if produce and worker:
-        n = int(os.environ.get("KILN_WORKERS", "1"))
+        n = int(os.environ.get("KILN_BENCH_WORKERS", "1"))
         system = System(
-            name=name, config=os.environ.get("KILN_CONFIG_NOTE", "redis store"),
+            name=name, config=os.environ.get("KILN_BENCH_CONFIG_NOTE", "redis store"),
             produce=["bash", "-c", produce], workers=[["bash", "-c", worker]] * n,
-            cwd=Path(os.environ.get("KILN_CWD", HERE.parent)),
+            cwd=Path(os.environ.get("KILN_BENCH_CWD", HERE.parent)),
             env={"KILN_BENCH_CONCURRENCY": str(concurrency), "KILN_BENCH_THREADS": str(threads)},
         )
         return Runner(args, system, rep).run()
@@ -310,7 +310,7 @@ def run_kiln_whole(args, cmd, rep, name, concurrency, threads):
         raise BenchError(f"KILN_BENCH_CMD exited {proc.returncode}")
     row = json.loads(out.read_text())
     row["system"] = name
-    row.setdefault("config", os.environ.get("KILN_CONFIG_NOTE", "redis store"))
+    row.setdefault("config", os.environ.get("KILN_BENCH_CONFIG_NOTE", "redis store"))
     row["cpu_idle_before"], row["cpu_idle_after"] = before, cpu_idle()
     return row
 

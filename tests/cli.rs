@@ -55,7 +55,7 @@ impl Project {
         self.dir.path()
     }
 
-    fn kiln(&self) -> Command {
+    pub fn kiln(&self) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_kiln"));
         command.current_dir(self.path());
         for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("KILN_")) {
@@ -174,7 +174,8 @@ fn handlers_lists_the_configured_directory() {
     let project = Project::new(&["echo", "flaky"], "");
     std::fs::write(project.path().join("handlers/broken.wasm"), b"nope").unwrap();
     let out = project.run(&["handlers", "--json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // A refused file makes the listing exit 1, and is listed with its error.
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
     let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["broken", "echo", "flaky"]);

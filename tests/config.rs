@@ -657,3 +657,20 @@ fn bad_network_grants_name_the_entry_and_line() {
     let flight = "[defaults]\nhttp_max_in_flight = 0\n";
     assert_rejected(flight, "defaults.http_max_in_flight", 2, "less than 1");
 }
+
+#[test]
+fn a_kiln_variable_that_is_not_an_override_is_refused_unless_kiln_reads_it() {
+    for var in ["KILN_BOGUS", "KILN_STORE_PATH"] {
+        let err = Config::from_toml_str("", Path::new(ORIGIN), env(&[(var, "1")])).unwrap_err();
+        assert!(matches!(err, ConfigError::UnknownVariable { .. }), "{err}");
+        assert!(err.to_string().contains(&format!("`{var}`")), "{err}");
+    }
+    let read = env(&[
+        ("KILN_CONFIG", "x.toml"),
+        ("KILN_LOG", "debug"),
+        ("KILN_BENCH_THREADS", "1"),
+        ("KILN_TEST_RSS_CHILD", "1"),
+        ("OTHER", "1"),
+    ]);
+    Config::from_toml_str("", Path::new(ORIGIN), read).unwrap();
+}

@@ -1,6 +1,7 @@
 //! Kiln's integration tests: one binary, one module per area, shared helpers in `util`.
 
 mod cli;
+mod cli_output;
 mod config;
 mod http;
 mod http_server;

@@ -181,3 +181,15 @@ pub fn make_certificates(dir: &Path) {
         );
     }
 }
+
+/// Polls `ready` every 50 ms until it holds; panics naming `what` after a minute.
+pub fn wait_until(what: &str, ready: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !ready() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

@@ -1,5 +1,6 @@
 //! `kiln check FILE` and `kiln handlers`: what a component file is, and what the configured
-//! handlers directory serves. Both print what `ops::handlers` found.
+//! handlers directory serves. Both print what `ops::handlers` found, and both exit 1 when a
+//! file could not be served. `handlers` reports refusals in its table, not as log lines.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -10,6 +11,7 @@ use anyhow::Context as _;
 use super::EXIT_FAILED;
 use crate::config::Config;
 use crate::engine::{Runtime, RuntimeSettings};
+use crate::events::Events;
 use crate::ops::handlers::{CheckReport, HandlerView, check as check_file, handlers as views};
 use crate::registry::{LoadSource, Registry};
 
@@ -38,7 +40,7 @@ fn print_check(report: &CheckReport) {
         Some(error) => println!("invalid: {error}"),
     }
     if let (Some(digest), Some(size)) = (&report.digest, report.size) {
-        println!("  digest  sha256:{digest}\n  size    {size} bytes");
+        println!("  digest  {digest}\n  size    {size} bytes");
     }
     for (title, items) in [("imports", &report.imports), ("exports", &report.exports)] {
         if !items.is_empty() {
@@ -50,7 +52,8 @@ fn print_check(report: &CheckReport) {
     }
 }
 
-/// `kiln handlers`: loads the configured directory as a host would and lists each handler.
+/// `kiln handlers`: loads the configured directory as a host would and lists each handler;
+/// exit 1 when any file was refused.
 pub async fn handlers(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
     let dir = config.host.handlers_dir.clone();
     let runtime = Arc::new(Runtime::new(RuntimeSettings {
@@ -58,7 +61,8 @@ pub async fn handlers(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
         max_memory: config.max_job_memory(),
         pooling: true,
     })?);
-    let registry = Registry::new(runtime, dir.clone(), Some(config.host.cache_dir.clone()));
+    let registry = Registry::new(runtime, dir.clone(), Some(config.host.cache_dir.clone()))
+        .with_events(Events::new(Vec::new()));
     registry
         .load_all()
         .await
@@ -69,7 +73,11 @@ pub async fn handlers(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
     } else {
         print_handlers(&dir, &rows);
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if rows.iter().any(|row| row.error.is_some()) {
+        ExitCode::from(EXIT_FAILED)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn print_handlers(dir: &Path, rows: &[HandlerView]) {

@@ -1,68 +1,43 @@
-//! The job commands: enqueue (optionally waiting for the result), status, jobs, retry,
-//! cancel, pause, resume, clear and stats. Each parses its arguments, calls the operations
-//! layer on the configured store (so they work with or without a running host), and prints.
+//! The job commands other than `enqueue`: status, jobs, retry, cancel, pause, resume, clear
+//! and stats. Each parses its arguments, calls the operations layer on the configured store
+//! (so they work with or without a running host), and prints text, or JSON with `--json`.
 
-use std::io::Write as _;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
-use anyhow::Context as _;
 use clap::Args;
+use serde_json::json;
 
-use super::{Command, EXIT_FAILED, UsageError, open_store};
+use super::enqueue::enqueue;
+use super::{Command, open_store};
 use crate::config::Config;
-use crate::ops::{EnqueueRequest, JobView, Ops};
-use crate::store::{AnyStore, CancelOutcome, Job, JobState, Page, Timestamp};
-
-/// How often `enqueue --wait` looks at the job.
-const WAIT_POLL: Duration = Duration::from_millis(100);
+use crate::ops::{JobView, Ops};
+use crate::store::{AnyStore, CancelOutcome, Job, JobState, Page};
 
 #[derive(Debug, Args)]
-pub struct EnqueueArgs {
-    /// Handler name (the file stem of its `.wasm`).
-    pub handler: String,
-    /// Payload as JSON text.
-    #[arg(long, conflicts_with = "payload_file")]
-    pub payload: Option<String>,
-    /// Payload read from a file, as raw bytes.
-    #[arg(long)]
-    pub payload_file: Option<PathBuf>,
-    /// Queue; by default the handler's configured queue, else `default`.
+pub struct ListArgs {
+    /// Only jobs of this configured queue.
     #[arg(long)]
     pub queue: Option<String>,
-    /// Start no sooner than this from now (`30s`, `5m`, `1h 30m`).
-    #[arg(long = "in", value_name = "DURATION", conflicts_with = "at")]
-    pub delay: Option<String>,
-    /// Start no sooner than this time (RFC 3339, `2026-12-01T09:00:00+01:00`).
+    /// Only jobs in this state: scheduled, waiting, active, succeeded, failed or cancelled.
     #[arg(long)]
-    pub at: Option<String>,
-    /// Unique key: while an unfinished job has it, enqueue returns that job's id.
-    #[arg(long)]
-    pub key: Option<String>,
-    /// Priority within the queue; higher runs first.
-    #[arg(long, allow_negative_numbers = true)]
-    pub priority: Option<i32>,
-    /// Wait for the job to finish, showing its progress, then print its result.
-    #[arg(long)]
-    pub wait: bool,
+    pub state: Option<JobState>,
+    /// At most this many jobs.
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+    /// Skip this many of the newest jobs first (for paging).
+    #[arg(long, default_value_t = 0)]
+    pub offset: usize,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Debug, Args)]
-pub struct ListArgs {
-    #[arg(long)]
-    pub queue: Option<String>,
-    /// scheduled, waiting, active, succeeded, failed or cancelled.
-    #[arg(long)]
-    pub state: Option<JobState>,
-    #[arg(long, default_value_t = 50)]
-    pub limit: usize,
-    #[arg(long, default_value_t = 0)]
-    pub offset: usize,
+pub struct QueueArgs {
+    /// A queue configured under `[queues]` (`default` always is).
+    pub queue: String,
+    /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
 }
@@ -70,164 +45,106 @@ pub struct ListArgs {
 pub async fn run(command: Command, config: Arc<Config>) -> anyhow::Result<ExitCode> {
     let store = Arc::new(open_store(&config).await?);
     let ops = Ops::new(config, store);
-    match command {
+    let out = match command {
         Command::Enqueue(args) => return enqueue(&ops, args).await,
-        Command::Status { id, json } => {
-            let job = ops.job(&id).await?;
-            print_job(&job, json)?;
+        Command::Status { id, full, json } => {
+            print_job(&ops.job(&id).await?, json, full)?;
+            return Ok(ExitCode::SUCCESS);
         }
-        Command::Jobs(args) => list(&ops, args).await?,
-        Command::Retry { id, queue, .. } => {
+        Command::Jobs(args) => return list(&ops, args).await,
+        Command::Stats { json } => return stats(&ops, json).await,
+        Command::Retry {
+            id, queue, json, ..
+        } => {
             let n = match id {
                 Some(id) => ops.retry(&id).await?,
                 None => ops.retry_all_failed(queue).await?,
             };
-            println!("{n} job(s) moved back to waiting");
+            Output {
+                json,
+                text: format!("{n} job(s) moved back to waiting"),
+                value: json!({ "retried": n }),
+            }
         }
-        Command::Cancel { id } => match ops.cancel(&id).await? {
-            CancelOutcome::Cancelled => println!("job {id} cancelled"),
-            CancelOutcome::Requested => {
-                println!("job {id} is running: its host will interrupt it")
-            }
-            CancelOutcome::AlreadyFinished(state) => {
-                println!("job {id} already {state}; nothing to cancel")
-            }
-        },
-        Command::Pause { queue } => {
+        Command::Cancel { id, json } => cancel(&ops, &id, json).await?,
+        Command::Pause(QueueArgs { queue, json }) => {
             ops.pause(&queue).await?;
-            println!("queue {queue} paused");
+            paused(queue, true, json)
         }
-        Command::Resume { queue } => {
+        Command::Resume(QueueArgs { queue, json }) => {
             ops.resume(&queue).await?;
-            println!("queue {queue} resumed");
+            paused(queue, false, json)
         }
-        Command::Clear { queue } => {
+        Command::Clear(QueueArgs { queue, json }) => {
             let n = ops.clear(&queue).await?;
-            println!("{n} waiting or scheduled job(s) deleted from {queue}");
+            Output {
+                json,
+                text: format!("{n} waiting or scheduled job(s) deleted from {queue}"),
+                value: json!({ "queue": queue, "deleted": n }),
+            }
         }
-        Command::Stats { json } => stats(&ops, json).await?,
         Command::Run | Command::Check { .. } | Command::Handlers { .. } => {
             unreachable!("not a job command")
         }
-    }
+    };
+    out.print();
     Ok(ExitCode::SUCCESS)
 }
 
-/// The request an `enqueue` command line stands for.
-fn request(args: &EnqueueArgs, now: Timestamp) -> anyhow::Result<EnqueueRequest> {
-    let payload = match (&args.payload, &args.payload_file) {
-        (Some(text), _) => {
-            serde_json::from_str::<serde_json::Value>(text)
-                .map_err(|e| UsageError(format!("--payload is not valid JSON: {e}")))?;
-            text.clone().into_bytes()
-        }
-        (None, Some(file)) => std::fs::read(file)
-            .with_context(|| format!("failed to read payload file `{}`", file.display()))?,
-        (None, None) => b"{}".to_vec(),
-    };
-    let run_at = match (&args.delay, &args.at) {
-        (Some(delay), _) => {
-            let delay = humantime::parse_duration(delay)
-                .map_err(|e| UsageError(format!("--in `{delay}` is not a duration: {e}")))?;
-            Some(now + delay)
-        }
-        (None, Some(at)) => {
-            let at = chrono::DateTime::parse_from_rfc3339(at)
-                .map_err(|e| UsageError(format!("--at `{at}` is not an RFC 3339 time: {e}")))?;
-            Some(Timestamp(at.timestamp_millis()))
-        }
-        (None, None) => None,
-    };
-    Ok(EnqueueRequest {
-        handler: args.handler.clone(),
-        payload,
-        queue: args.queue.clone(),
-        run_at,
-        unique_key: args.key.clone(),
-        priority: args.priority,
-    })
+/// What an action command prints: a line of text, or one JSON object.
+struct Output {
+    json: bool,
+    text: String,
+    value: serde_json::Value,
 }
 
-async fn enqueue(ops: &Ops<AnyStore>, args: EnqueueArgs) -> anyhow::Result<ExitCode> {
-    let enqueued = ops.enqueue(request(&args, Timestamp::now())?).await?;
-    if !args.wait {
-        if args.json {
-            println!("{}", serde_json::to_string(&enqueued)?);
-        } else if enqueued.existing {
-            println!("{} (already enqueued with this key)", enqueued.id);
+impl Output {
+    fn print(&self) {
+        if self.json {
+            println!("{}", self.value);
         } else {
-            println!("{}", enqueued.id);
+            println!("{}", self.text);
         }
-        return Ok(ExitCode::SUCCESS);
     }
-    let job = wait_for(ops, &enqueued.id, !args.json).await?;
-    if args.json {
-        print_job(&job, true)?;
-    } else if job.state == JobState::Succeeded {
-        let view = JobView::new(&job, true);
-        println!(
-            "{}",
-            view.result().map(|r| r.to_string()).unwrap_or_default()
-        );
-    } else {
-        eprintln!(
-            "job {} {}: {}",
-            job.id,
-            job.state,
-            job.error.as_deref().unwrap_or("no error recorded")
-        );
+}
+
+fn paused(queue: String, paused: bool, json: bool) -> Output {
+    let word = if paused { "paused" } else { "resumed" };
+    Output {
+        json,
+        text: format!("queue {queue} {word}"),
+        value: json!({ "queue": queue, "paused": paused }),
     }
-    Ok(if job.state == JobState::Succeeded {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(EXIT_FAILED)
+}
+
+async fn cancel(ops: &Ops<AnyStore>, id: &str, json: bool) -> anyhow::Result<Output> {
+    let (outcome, state, text) = match ops.cancel(id).await? {
+        CancelOutcome::Cancelled => (
+            "cancelled",
+            JobState::Cancelled,
+            format!("job {id} cancelled"),
+        ),
+        CancelOutcome::Requested => (
+            "requested",
+            JobState::Active,
+            format!("job {id} is running: its host will interrupt it"),
+        ),
+        CancelOutcome::AlreadyFinished(state) => (
+            "already_finished",
+            state,
+            format!("job {id} already {state}; nothing to cancel"),
+        ),
+    };
+    Ok(Output {
+        json,
+        text,
+        value: json!({ "id": id, "outcome": outcome, "state": state.as_str() }),
     })
 }
 
-/// Polls the job until it finishes, drawing its progress on stderr when `bar` is set.
-async fn wait_for(ops: &Ops<AnyStore>, id: &str, bar: bool) -> anyhow::Result<Job> {
-    let mut shown = None;
-    loop {
-        let job = ops.job(id).await?;
-        if bar {
-            let line = progress_line(&job);
-            if shown.as_ref() != Some(&line) {
-                eprint!("\r\x1b[2K{line}");
-                let _ = std::io::stderr().flush();
-                shown = Some(line);
-            }
-        }
-        if job.state.is_finished() {
-            if bar {
-                eprintln!();
-            }
-            return Ok(job);
-        }
-        tokio::time::sleep(WAIT_POLL).await;
-    }
-}
-
-fn progress_line(job: &Job) -> String {
-    const WIDTH: usize = 30;
-    let percent = job.progress.as_ref().map_or(0, |p| p.percent.min(100));
-    let filled = WIDTH * usize::from(percent) / 100;
-    let note = job
-        .progress
-        .as_ref()
-        .and_then(|p| p.message.clone())
-        .unwrap_or_default();
-    format!(
-        "[{}{}] {percent:>3}% {} (attempt {}/{}) {note}",
-        "#".repeat(filled),
-        " ".repeat(WIDTH - filled),
-        job.state,
-        job.attempts,
-        job.max_attempts
-    )
-}
-
-fn print_job(job: &Job, json: bool) -> anyhow::Result<()> {
-    let view = JobView::new(job, false);
+/// Prints one job as text, or as one JSON object; bodies over 64 KiB whole only if `full`.
+pub fn print_job(job: &Job, json: bool, full: bool) -> anyhow::Result<()> {
+    let view = JobView::new(job, full);
     if json {
         println!("{}", serde_json::to_string_pretty(&view)?);
     } else {
@@ -236,7 +153,7 @@ fn print_job(job: &Job, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn list(ops: &Ops<AnyStore>, args: ListArgs) -> anyhow::Result<()> {
+async fn list(ops: &Ops<AnyStore>, args: ListArgs) -> anyhow::Result<ExitCode> {
     let page = Page {
         offset: args.offset,
         limit: args.limit,
@@ -245,7 +162,7 @@ async fn list(ops: &Ops<AnyStore>, args: ListArgs) -> anyhow::Result<()> {
     if args.json {
         let views: Vec<JobView<'_>> = jobs.iter().map(|job| JobView::new(job, false)).collect();
         println!("{}", serde_json::to_string_pretty(&views)?);
-        return Ok(());
+        return Ok(ExitCode::SUCCESS);
     }
     println!(
         "{:<38} {:<12} {:<10} {:<10} {:>8}  ERROR",
@@ -262,14 +179,14 @@ async fn list(ops: &Ops<AnyStore>, args: ListArgs) -> anyhow::Result<()> {
             job.error.as_deref().unwrap_or("")
         );
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
-async fn stats(ops: &Ops<AnyStore>, json: bool) -> anyhow::Result<()> {
+async fn stats(ops: &Ops<AnyStore>, json: bool) -> anyhow::Result<ExitCode> {
     let counts = ops.stats().await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&counts)?);
-        return Ok(());
+        return Ok(ExitCode::SUCCESS);
     }
     println!(
         "{:<12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}  PAUSED",
@@ -281,5 +198,5 @@ async fn stats(ops: &Ops<AnyStore>, json: bool) -> anyhow::Result<()> {
             c.queue, c.scheduled, c.waiting, c.active, c.succeeded, c.failed, c.cancelled, c.paused
         );
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

@@ -2,12 +2,14 @@
 //!
 //! - `mod.rs`: the commands and their arguments, the async runtime, and the one mapping of
 //!   errors to exit codes ([`exit_code`]).
-//! - `jobs`: enqueue (and `--wait`), status, jobs, retry, cancel, pause, resume, clear, stats.
+//! - `enqueue`: enqueue, and `--wait` for the result.
+//! - `jobs`: status, jobs, retry, cancel, pause, resume, clear, stats.
 //! - `handlers`: `check` and `handlers`.
 //! - `host`: `run`.
 //!
 //! Commands return `anyhow::Result<ExitCode>`; `main` only prints errors and maps them.
 
+mod enqueue;
 mod handlers;
 mod host;
 mod jobs;
@@ -26,13 +28,16 @@ use crate::store::StoreError;
 
 pub use crate::host::open_store;
 
-/// Exit code for a failed job (`--wait`), an invalid handler (`check`), or an action the
-/// job's state refuses.
+/// Exit code for a job that failed or was cancelled (`--wait`), an invalid component
+/// (`check`), a handler file that was refused (`handlers`), or an action the job's state
+/// refuses.
 pub const EXIT_FAILED: u8 = 1;
 /// Exit code for bad usage, a bad configuration, or something named that does not exist.
 pub const EXIT_USAGE: u8 = 2;
 /// Exit code when the job store cannot be reached.
 pub const EXIT_UNAVAILABLE: u8 = 3;
+/// Exit code when `enqueue --wait --timeout` stopped waiting before the job finished.
+pub const EXIT_TIMEOUT: u8 = 4;
 
 /// Runs background jobs whose handlers are WebAssembly components.
 #[derive(Debug, Parser)]
@@ -54,11 +59,16 @@ pub struct Cli {
 pub enum Command {
     /// Run the host: load handlers, watch for changes, claim and run jobs until stopped.
     Run,
-    /// Enqueue a job.
-    Enqueue(jobs::EnqueueArgs),
+    /// Enqueue a job and print its id.
+    Enqueue(enqueue::EnqueueArgs),
     /// Show one job: state, progress, result or error, and every attempt.
     Status {
+        /// The job's id, as `enqueue` printed it.
         id: String,
+        /// Show payloads and results over 64 KiB whole instead of summarised.
+        #[arg(long)]
+        full: bool,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -66,37 +76,49 @@ pub enum Command {
     Jobs(jobs::ListArgs),
     /// Retry a failed job, or every failed job.
     Retry {
-        /// The job to retry.
+        /// The failed job to retry.
         #[arg(required_unless_present = "all_failed", conflicts_with = "all_failed")]
         id: Option<String>,
         /// Retry every failed job (of `--queue` if given).
         #[arg(long)]
         all_failed: bool,
+        /// With `--all-failed`: only this configured queue's failed jobs.
         #[arg(long, requires = "all_failed")]
         queue: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Cancel a job; a running job's sandbox is interrupted.
-    Cancel { id: String },
+    Cancel {
+        /// The job to cancel.
+        id: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Stop handing out jobs of a queue (running jobs finish).
-    Pause { queue: String },
+    Pause(jobs::QueueArgs),
     /// Resume a paused queue.
-    Resume { queue: String },
+    Resume(jobs::QueueArgs),
     /// Delete the waiting and scheduled jobs of a queue.
-    Clear { queue: String },
-    /// Job counts per queue and state.
+    Clear(jobs::QueueArgs),
+    /// Job counts per queue and state, every configured queue included.
     Stats {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Validate a handler component against the contract and list its imports and exports.
     Check {
-        /// The `.wasm` file to check.
+        /// The `.wasm` file to check; its file stem is the handler name it would serve.
         file: PathBuf,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
-    /// Load the configured handlers directory and list each handler.
+    /// Load the configured handlers directory and list each handler; exits 1 when any
+    /// file was refused.
     Handlers {
         /// Print JSON instead of text.
         #[arg(long)]

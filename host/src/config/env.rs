@@ -2,8 +2,10 @@
 //! document before it is validated, so an override is checked exactly like a value in the
 //! file. `__` separates path segments (`KILN_QUEUES__DEFAULT__CONCURRENCY=2`); segments are
 //! matched against existing keys ignoring case and treating `_` and `-` alike, so
-//! `KILN_HANDLERS__RESIZE_IMAGE__TIMEOUT` reaches `[handlers.resize-image]`. Variables
-//! without `__` (`KILN_CONFIG`, `KILN_LOG`) are not overrides and are left alone.
+//! `KILN_HANDLERS__RESIZE_IMAGE__TIMEOUT` reaches `[handlers.resize-image]`. Of the
+//! variables without `__`, Kiln reads `KILN_CONFIG` and `KILN_LOG`, and `KILN_BENCH_*` and
+//! `KILN_TEST_*` belong to its benches and tests; any other `KILN_*` name is refused, as an
+//! unknown key in an override is, so `KILN_STORE_PATH` (one `_`) is not silently ignored.
 //!
 //! A value is read as a TOML value when it parses as one (`4`, `true`, `0.5`,
 //! `["redis://a:7000"]`), otherwise as a plain string (`redis://host:6379`, `10s`).
@@ -19,17 +21,36 @@ use super::error::{ConfigError, Origins};
 const PREFIX: &str = "KILN_";
 const SEPARATOR: &str = "__";
 
-/// The overrides among `vars`, sorted by name so errors do not depend on environment order.
-pub(super) fn overrides(vars: impl IntoIterator<Item = (String, String)>) -> Vec<(String, String)> {
-    let mut found: Vec<_> = vars
-        .into_iter()
-        .filter(|(name, _)| {
-            name.strip_prefix(PREFIX)
-                .is_some_and(|rest| rest.contains(SEPARATOR))
-        })
-        .collect();
+/// `KILN_*` variables that are not overrides: read by the binary, or reserved (prefixes) for
+/// Kiln's own benches and tests.
+const NOT_OVERRIDES: [&str; 2] = ["KILN_CONFIG", "KILN_LOG"];
+const RESERVED_PREFIXES: [&str; 2] = ["KILN_BENCH_", "KILN_TEST_"];
+
+/// The overrides among `vars`, sorted by name so errors do not depend on environment order;
+/// a `KILN_*` variable that is neither an override nor one Kiln reads is an error.
+pub(super) fn overrides(
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut found = Vec::new();
+    let mut unknown = Vec::new();
+    for (name, value) in vars {
+        let Some(rest) = name.strip_prefix(PREFIX) else {
+            continue;
+        };
+        if rest.contains(SEPARATOR) {
+            found.push((name, value));
+        } else if !NOT_OVERRIDES.contains(&name.as_str())
+            && !RESERVED_PREFIXES.iter().any(|p| name.starts_with(p))
+        {
+            unknown.push(name);
+        }
+    }
+    unknown.sort();
+    if let Some(var) = unknown.into_iter().next() {
+        return Err(ConfigError::UnknownVariable { var });
+    }
     found.sort();
-    found
+    Ok(found)
 }
 
 /// Applies each `(variable, value)` override to `root`. Values and keys borrow from `vars`.

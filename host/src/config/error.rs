@@ -35,6 +35,15 @@ pub enum ConfigError {
         /// The keys that would have been accepted there, as a phrase.
         expected: Option<String>,
     },
+    /// A `KILN_*` environment variable that is neither an override nor one Kiln reads.
+    #[error(
+        "unknown environment variable `{var}`: Kiln reads `KILN_CONFIG`, `KILN_LOG` and \
+         overrides named like `KILN_HOST__CONCURRENCY` (`__` between the key's parts)"
+    )]
+    UnknownVariable {
+        /// The variable's name, e.g. `KILN_STORE_PATH`.
+        var: String,
+    },
     /// A known key with a value Kiln cannot use.
     #[error("invalid `{key}` {at}: {reason}")]
     Invalid {
@@ -51,7 +60,7 @@ impl ConfigError {
     pub fn key(&self) -> Option<&str> {
         match self {
             Self::UnknownKey { key, .. } | Self::Invalid { key, .. } => Some(key),
-            Self::Read { .. } | Self::Syntax { .. } => None,
+            Self::Read { .. } | Self::Syntax { .. } | Self::UnknownVariable { .. } => None,
         }
     }
 
@@ -61,7 +70,7 @@ impl ConfigError {
             Self::Syntax { at, .. } | Self::UnknownKey { at, .. } | Self::Invalid { at, .. } => {
                 Some(at)
             }
-            Self::Read { .. } => None,
+            Self::Read { .. } | Self::UnknownVariable { .. } => None,
         }
     }
 

@@ -253,7 +253,7 @@ impl Config {
         origin: &Path,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        validate::build(text, origin, env::overrides(env))
+        validate::build(text, origin, env::overrides(env)?)
     }
 
     /// The queue a handler's jobs go to when the producer names none: its configured queue,

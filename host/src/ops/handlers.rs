@@ -7,7 +7,7 @@ use serde::Serialize;
 use wasmtime::component::types::ComponentItem;
 
 use crate::engine::Runtime;
-use crate::registry::{LoadSource, Registry, describe, digest};
+use crate::registry::{LoadSource, Registry, describe, digest, name_of};
 
 /// One handler name: the version serving it, or why its file was refused.
 #[derive(Debug, Clone, Serialize)]
@@ -17,7 +17,8 @@ pub struct HandlerView {
     pub digest: Option<String>,
     /// Size of the serving `.wasm` in bytes.
     pub size: Option<u64>,
-    /// Milliseconds it took to compile or map from the cache, and type-check.
+    /// Milliseconds (to the hundredth) it took to compile or map from the cache, and
+    /// type-check.
     pub load_ms: Option<f64>,
     pub source: Option<LoadSource>,
     /// Why the newest file was refused.
@@ -30,7 +31,7 @@ pub fn handlers(registry: &Registry) -> Vec<HandlerView> {
         name: h.name.clone(),
         digest: Some(h.digest.clone()),
         size: Some(h.size),
-        load_ms: Some(h.took.as_secs_f64() * 1000.0),
+        load_ms: Some(round_ms(h.took)),
         source: Some(h.source),
         error: None,
     });
@@ -50,6 +51,11 @@ pub fn handlers(registry: &Registry) -> Vec<HandlerView> {
     rows
 }
 
+/// `took` in milliseconds, to the hundredth (more digits are noise, and print as such).
+fn round_ms(took: std::time::Duration) -> f64 {
+    (took.as_secs_f64() * 100_000.0).round() / 100.0
+}
+
 /// What `kiln check` found out about one component file.
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckReport {
@@ -65,7 +71,8 @@ pub struct CheckReport {
     pub exports: Vec<String>,
 }
 
-/// Reads, compiles and type-checks `file` against the contract.
+/// Reads, compiles and type-checks `file` against the contract, and checks that its file
+/// name is one a host serves (a valid component under a bad name is reported invalid).
 pub fn check(runtime: &Runtime, file: &Path) -> CheckReport {
     let mut report = CheckReport {
         file: file.display().to_string(),
@@ -103,9 +110,18 @@ pub fn check(runtime: &Runtime, file: &Path) -> CheckReport {
         .exports(engine)
         .map(|(n, item)| item_line(n, &item.ty))
         .collect();
-    match runtime.pre_instantiate(&component, &name) {
+    if let Err(error) = runtime.pre_instantiate(&component, &name) {
+        report.error = Some(describe(&error));
+        return report;
+    }
+    match name_of(file) {
         Ok(_) => report.valid = true,
-        Err(error) => report.error = Some(describe(&error)),
+        Err(error) => {
+            report.error = Some(format!(
+                "a valid component, but a host would not serve it: {}",
+                describe(&error)
+            ))
+        }
     }
     report
 }
