@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Handlers the demo serves; the others (`wrongworld`, `big`, and the hostile network guests
+# Handlers the demo serves; the others (`wrongworld`, `nextcontract`, `alien`, `big`, and the hostile network guests
 # `hoard`, `follow`, `flood`, `forge`, `sockets`) exist only for tests and benchmarks.
 EXAMPLES=(echo flaky spin hog panic progress fanout escape fetch webhook)
 

@@ -375,3 +375,22 @@ fn a_job_for_a_refused_handler_fails_with_its_load_error() {
         "{error}"
     );
 }
+
+/// `kiln ... | head`: a reader that goes away ends the command quietly, without a panic.
+#[test]
+fn a_closed_pipe_ends_a_command_quietly() {
+    let project = Project::new(&["echo"], "");
+    for _ in 0..3 {
+        enqueue(&project, &["echo"]);
+    }
+    let mut child = project
+        .kiln()
+        .args(["jobs", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+}

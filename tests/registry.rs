@@ -243,3 +243,31 @@ async fn twenty_replacements_under_load_fail_no_job() {
         "jobs ran during the reloads"
     );
 }
+
+#[tokio::test]
+async fn a_component_for_another_contract_is_refused_saying_what_it_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    install(&guest("nextcontract"), dir.path(), "next.wasm");
+    install(&guest("alien"), dir.path(), "alien.wasm");
+    let registry = registry(dir.path(), None);
+    registry.load_all().await.unwrap();
+    let errors = registry.errors();
+    assert!(
+        errors["next"].contains("built against kiln:handler@0.2.0")
+            && errors["next"].contains("serves kiln:handler@0.1.0"),
+        "{}",
+        errors["next"]
+    );
+    assert!(
+        errors["alien"].contains("imports `acme:secrets/vault@1.0.0`")
+            && errors["alien"].contains("does not provide"),
+        "{}",
+        errors["alien"]
+    );
+    for error in errors.values() {
+        assert!(
+            !error.contains("function implementation is missing"),
+            "{error}"
+        );
+    }
+}

@@ -14,3 +14,6 @@ pub use self::kiln::handler::host::Host as HostImports;
 pub use self::kiln::handler::types::{
     EnqueueOptions, Host as TypesImports, Job as WitJob, Level, RetryInfo,
 };
+
+/// The `kiln:handler` contract versions this host serves (the `package` line of `wit/`).
+pub const CONTRACT_VERSIONS: &[&str] = &["0.1.0"];

@@ -17,6 +17,9 @@ fn main() -> ExitCode {
             };
         }
     };
+    if !matches!(cli.command, cli::Command::Run) {
+        restore_sigpipe();
+    }
     kiln::logging::init();
     match cli::run(cli) {
         Ok(code) => code,
@@ -24,5 +27,17 @@ fn main() -> ExitCode {
             eprintln!("kiln: {error:#}");
             ExitCode::from(cli::exit_code(&error))
         }
+    }
+}
+
+/// A command whose reader went away (`kiln jobs | head`) ends quietly, as other Unix tools
+/// do, instead of panicking in `println!`. Not for `kiln run`: a host keeps running its jobs
+/// when whatever read its log is gone.
+#[allow(unsafe_code)]
+fn restore_sigpipe() {
+    // SAFETY: called on the main thread before any other thread exists; `SIG_DFL` is a valid
+    // disposition for SIGPIPE, and nothing in Kiln installs a SIGPIPE handler.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

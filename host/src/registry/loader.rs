@@ -16,6 +16,7 @@ use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 use wasmtime::component::Component;
 
+use super::contract;
 use crate::bindings::HandlerPre;
 use crate::engine::Runtime;
 use crate::host_api::JobCtx;
@@ -210,7 +211,8 @@ impl Runtime {
     ) -> Result<HandlerPre<JobCtx>, LoadError> {
         let contract = |error: wasmtime::Error| LoadError::Contract {
             file: file.to_owned(),
-            reason: format!("{error:#}"),
+            reason: contract::explain(component, &self.engine)
+                .unwrap_or_else(|| format!("{error:#}")),
         };
         let pre = self.linker.instantiate_pre(component).map_err(contract)?;
         HandlerPre::new(pre).map_err(contract)

@@ -2,10 +2,12 @@
 //! kept in step with the handlers directory by `load_all` and `reload`. A file that fails to
 //! load is refused and its error kept; the version already serving (if any) goes on serving.
 //!
-//! Reading, compiling, caching and type-checking one file is `loader`'s job; compiling runs
+//! Reading, compiling, caching and type-checking one file is `loader`'s job (`contract`
+//! says why a component does not fit); compiling runs
 //! on blocking threads, never the async ones. Jobs hold an `Arc<LoadedHandler>`: replacing a
 //! handler never disturbs a job in flight.
 
+mod contract;
 mod loader;
 
 use std::collections::BTreeMap;
