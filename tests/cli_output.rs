@@ -394,3 +394,14 @@ fn a_closed_pipe_ends_a_command_quietly() {
     let out = child.wait_with_output().unwrap();
     assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
 }
+
+#[test]
+fn check_refuses_a_component_whose_memory_starts_over_the_given_cap() {
+    let project = Project::new(&[], "");
+    let file = crate::util::guest("bigmem");
+    let file = file.to_str().unwrap();
+    let out = project.run(&["check", file, "--max-memory", "64MiB"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stdout(&out).contains("linear memory"), "{}", stdout(&out));
+    assert_eq!(project.run(&["check", file]).status.code(), Some(0));
+}

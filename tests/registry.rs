@@ -271,3 +271,30 @@ async fn a_component_for_another_contract_is_refused_saying_what_it_needs() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_component_whose_memory_starts_over_the_cap_is_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    install(&guest("bigmem"), dir.path(), "bigmem.wasm");
+    let capped = |max_memory| {
+        let settings = kiln::RuntimeSettings {
+            max_instances: 2,
+            max_memory,
+            ..kiln::RuntimeSettings::default()
+        };
+        let runtime = Arc::new(kiln::Runtime::new(settings).unwrap());
+        Registry::new(runtime, dir.path().to_owned(), None)
+    };
+    let small = capped(64 << 20);
+    small.load_all().await.unwrap();
+    assert!(small.get("bigmem").is_none());
+    let error = &small.errors()["bigmem"];
+    assert!(
+        error.contains("needs 101.1 MiB") && error.contains("64 MiB"),
+        "{error}"
+    );
+    // Under a cap it fits, the same file loads.
+    let large = capped(256 << 20);
+    large.load_all().await.unwrap();
+    assert!(large.get("bigmem").is_some(), "{:?}", large.errors());
+}

@@ -70,6 +70,9 @@ pub struct Runtime {
     pub(crate) settings_hash: String,
     /// TLS client configurations for handlers' HTTPS, shared by every attempt.
     pub(crate) tls: Arc<TlsConfigs>,
+    /// The largest memory cap of any job ([`RuntimeSettings::max_memory`]): a component that
+    /// needs more before it runs is refused at load.
+    pub(crate) max_memory: u64,
     ticker: Ticker,
 }
 
@@ -96,6 +99,7 @@ impl Runtime {
             linker,
             settings_hash,
             tls: Arc::default(),
+            max_memory: settings.max_memory,
         })
     }
 

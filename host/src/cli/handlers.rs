@@ -15,10 +15,12 @@ use crate::events::Events;
 use crate::ops::handlers::{CheckReport, HandlerView, check as check_file, handlers as views};
 use crate::registry::{LoadSource, Registry};
 
-/// `kiln check`: exit 0 when `file` is a handler this host can serve, 1 when not.
-pub fn check(file: &Path, json: bool) -> anyhow::Result<ExitCode> {
+/// `kiln check`: exit 0 when `file` is a handler a host with memory cap `max_memory` can
+/// serve, 1 when not.
+pub fn check(file: &Path, json: bool, max_memory: u64) -> anyhow::Result<ExitCode> {
     let runtime = Runtime::new(RuntimeSettings {
         max_instances: 1,
+        max_memory,
         ..RuntimeSettings::default()
     })?;
     let report = check_file(&runtime, file);

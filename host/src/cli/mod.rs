@@ -113,6 +113,10 @@ pub enum Command {
     Check {
         /// The `.wasm` file to check; its file stem is the handler name it would serve.
         file: PathBuf,
+        /// The memory cap to check against: a component whose memory starts larger is
+        /// invalid (`64MiB`; the default is `max_memory`'s default).
+        #[arg(long, value_name = "SIZE", default_value = "256MiB")]
+        max_memory: String,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -128,8 +132,15 @@ pub enum Command {
 
 /// Runs the parsed command line on an async runtime with the configured number of threads.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    if let Command::Check { file, json } = &cli.command {
-        return handlers::check(file, *json);
+    if let Command::Check {
+        file,
+        json,
+        max_memory,
+    } = &cli.command
+    {
+        let cap = crate::config::parse_size(max_memory)
+            .map_err(|e| UsageError(format!("invalid --max-memory: {e}")))?;
+        return handlers::check(file, *json, cap);
     }
     let config = Arc::new(load_config(&cli.config)?);
     let runtime =

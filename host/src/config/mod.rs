@@ -70,6 +70,12 @@ use std::time::Duration;
 
 pub use error::{ConfigError, Location};
 
+/// Parses a byte size as config values are written (`64MiB`, `10MB`, `1000`), for command
+/// line flags; the error is a phrase naming the text.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    units::size(&raw::Scalar::Text(text.to_owned()))
+}
+
 pub use crate::capabilities::Grants;
 pub use crate::limits::JobLimits;
 pub use crate::store::{Durability, Keep, RedisTarget, Retention, RetentionPolicy, StoreConfig};

@@ -71,8 +71,9 @@ pub struct CheckReport {
     pub exports: Vec<String>,
 }
 
-/// Reads, compiles and type-checks `file` against the contract, and checks that its file
-/// name is one a host serves (a valid component under a bad name is reported invalid).
+/// Reads, compiles and type-checks `file` against the contract, and checks that its memory
+/// fits the runtime's cap and its file name is one a host serves (a valid component under a
+/// bad name is reported invalid).
 pub fn check(runtime: &Runtime, file: &Path) -> CheckReport {
     let mut report = CheckReport {
         file: file.display().to_string(),
@@ -93,6 +94,10 @@ pub fn check(runtime: &Runtime, file: &Path) -> CheckReport {
     report.digest = Some(digest(&bytes));
     report.size = Some(bytes.len() as u64);
     let name = file.display().to_string();
+    if let Err(error) = runtime.fits_memory(&bytes, &name) {
+        report.error = Some(describe(&error));
+        return report;
+    }
     let component = match runtime.compile(&bytes, &name) {
         Ok(component) => component,
         Err(error) => {

@@ -16,7 +16,7 @@ use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 use wasmtime::component::Component;
 
-use super::contract;
+use super::{contract, memory};
 use crate::bindings::HandlerPre;
 use crate::engine::Runtime;
 use crate::host_api::JobCtx;
@@ -72,6 +72,13 @@ pub enum LoadError {
     Contract { file: String, reason: String },
     #[error("skipped handler file `{file}`: {reason}")]
     Name { file: String, reason: String },
+    #[error(
+        "handler `{file}` needs {} of linear memory before it runs, more than the memory cap \
+         of {} (`max_memory`)",
+        mib(*needs),
+        mib(*cap)
+    )]
+    TooMuchMemory { file: String, needs: u64, cap: u64 },
     #[error("skipped handler file `{file}`: {reason}")]
     NotAFile { file: String, reason: String },
 }
@@ -161,6 +168,11 @@ pub fn listed_name(path: &Path) -> String {
     handler_name(path).unwrap_or_else(|| display_file(path))
 }
 
+/// `bytes` as MiB with up to one decimal, for messages.
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / f64::from(1u32 << 20)).replace(".0 MiB", " MiB")
+}
+
 /// The file as errors and logs name it: its file name, else the whole path.
 pub(super) fn display_file(path: &Path) -> String {
     path.file_name().map_or_else(
@@ -190,6 +202,7 @@ impl Runtime {
             source,
         })?;
         let digest = digest(&bytes);
+        self.fits_memory(&bytes, &file)?;
         let (component, source) = self.component(&bytes, &digest, cache_dir, &file)?;
         let pre = self.pre_instantiate(&component, &file)?;
         Ok(LoadedHandler {
@@ -216,6 +229,19 @@ impl Runtime {
         };
         let pre = self.linker.instantiate_pre(component).map_err(contract)?;
         HandlerPre::new(pre).map_err(contract)
+    }
+
+    /// Refuses a component whose initial memory is over this runtime's memory cap: it could
+    /// only fail at every instantiation.
+    pub fn fits_memory(&self, bytes: &[u8], file: &str) -> Result<(), LoadError> {
+        match memory::initial_memory(bytes) {
+            Some(needs) if needs > self.max_memory => Err(LoadError::TooMuchMemory {
+                file: file.to_owned(),
+                needs,
+                cap: self.max_memory,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Compiles `bytes`, without the cache; used by `kiln check`.

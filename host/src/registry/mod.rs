@@ -9,6 +9,7 @@
 
 mod contract;
 mod loader;
+mod memory;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
