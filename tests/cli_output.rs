@@ -405,3 +405,24 @@ fn check_refuses_a_component_whose_memory_starts_over_the_given_cap() {
     assert!(stdout(&out).contains("linear memory"), "{}", stdout(&out));
     assert_eq!(project.run(&["check", file]).status.code(), Some(0));
 }
+
+/// A host serves each handler as soon as it is compiled: an `echo` job finishes while a file
+/// that takes seconds to compile is still compiling (the summary line comes only after it).
+#[test]
+fn a_host_serves_each_handler_as_soon_as_it_is_ready() {
+    let project = Project::new(&["echo"], "");
+    let bomb = crate::util::compile_bomb(50_000);
+    std::fs::write(project.path().join("handlers/bomb.wasm"), bomb).unwrap();
+    let host = project.host();
+    let out = project.run(&["enqueue", "echo", "--wait", "--timeout", "60s"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let early = all_logs(&project);
+    wait_until("the bomb is refused", || {
+        all_logs(&project).contains("handlers loaded")
+    });
+    host.terminate();
+    assert!(
+        !early.contains("handlers loaded"),
+        "echo waited for the bomb:\n{early}"
+    );
+}

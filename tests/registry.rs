@@ -298,3 +298,57 @@ async fn a_component_whose_memory_starts_over_the_cap_is_refused_at_load() {
     large.load_all().await.unwrap();
     assert!(large.get("bigmem").is_some(), "{:?}", large.errors());
 }
+
+/// A file that takes seconds to compile holds no other change: while it compiles, an update
+/// to `echo` and a new handler both take effect.
+#[tokio::test]
+async fn one_slow_compile_never_holds_another_files_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    install(&guest("echo"), dir.path(), "echo.wasm");
+    let registry = registry(dir.path(), None);
+    registry.load_all().await.unwrap();
+    let old = registry.get("echo").unwrap().digest.clone();
+    let watcher = Watcher::start(registry.clone()).unwrap();
+    let mut changes = watcher.subscribe();
+
+    std::fs::write(
+        dir.path().join("bomb.wasm"),
+        crate::util::compile_bomb(50_000),
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !registry.is_loading("bomb") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the bomb never started loading"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let echo_v2 = dir.path().join("staging.bin");
+    std::fs::write(&echo_v2, variant(&std::fs::read(guest("echo")).unwrap(), 2)).unwrap();
+    std::fs::rename(&echo_v2, dir.path().join("echo.wasm")).unwrap();
+    install(&guest("flaky"), dir.path(), "flaky.wasm");
+    let mut seen = (false, false);
+    while seen != (true, true) {
+        match change(
+            &mut changes,
+            |c| !matches!(c, Change::Refused { name, .. } if name == "bomb"),
+        )
+        .await
+        {
+            Change::Replaced { name, .. } if name == "echo" => seen.0 = true,
+            Change::Added { name, .. } if name == "flaky" => seen.1 = true,
+            _ => {}
+        }
+    }
+    assert!(
+        registry.is_loading("bomb"),
+        "both changes landed while the bomb compiled"
+    );
+    assert_ne!(registry.get("echo").unwrap().digest, old);
+    let refused = change(&mut changes, |c| matches!(c, Change::Refused { .. })).await;
+    assert!(
+        matches!(&refused, Change::Refused { name, .. } if name == "bomb"),
+        "{refused:?}"
+    );
+}

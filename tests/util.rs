@@ -193,3 +193,38 @@ pub fn wait_until(what: &str, ready: impl Fn() -> bool) {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// A component holding one core function of `depth` nested empty blocks: a few bytes per
+/// level on disk, and seconds of compiling at a depth of 50,000 (the hostile file behind
+/// the rule that one handler's compile never holds another's).
+pub fn compile_bomb(depth: usize) -> Vec<u8> {
+    fn leb(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    fn section(kind: u8, body: &[u8], out: &mut Vec<u8>) {
+        out.push(kind);
+        leb(body.len(), out);
+        out.extend_from_slice(body);
+    }
+    let mut body = vec![0u8]; // no locals
+    body.extend(std::iter::repeat_n([0x02, 0x40], depth).flatten()); // block (empty type)
+    body.extend(std::iter::repeat_n(0x0b, depth + 1)); // end of each block, then of the body
+    let mut code = vec![1u8];
+    leb(body.len(), &mut code);
+    code.extend_from_slice(&body);
+    let mut module = b"\0asm\x01\0\0\0".to_vec();
+    section(1, &[1, 0x60, 0, 0], &mut module); // one type: [] -> []
+    section(3, &[1, 0], &mut module); // one function of that type
+    section(10, &code, &mut module);
+    let mut component = b"\0asm\x0d\0\x01\0".to_vec();
+    section(1, &module, &mut component); // one core module
+    component
+}

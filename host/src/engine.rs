@@ -120,6 +120,10 @@ fn engine_config(settings: &RuntimeSettings) -> Config {
     config.epoch_interruption(true);
     config.consume_fuel(true);
     config.wasm_backtrace_max_frames(std::num::NonZeroUsize::new(MAX_BACKTRACE_FRAMES));
+    // Each file compiles on its own blocking thread. Within one file, wasmtime would share
+    // one process-wide thread pool among every compile, so a file that takes minutes to
+    // compile would hold up every other file's functions behind its own.
+    config.parallel_compilation(false);
     if settings.pooling {
         let max = settings.max_instances;
         let mut pool = PoolingAllocationConfig::default();

@@ -1,8 +1,9 @@
 //! `host::run(config, shutdown)`: one Kiln host, the library entry point `kiln run` calls.
 //!
 //! It opens the job store, builds the wasmtime runtime sized for the host's concurrency,
-//! loads the handlers directory, then runs side by side until `shutdown` resolves: the
-//! reloader watching the directory, and the worker (with its settler, renewer and reaper).
+//! then runs side by side until `shutdown` resolves: the first load of the handlers
+//! directory (each handler serves as soon as it is compiled), the reloader watching the
+//! directory, and the worker (with its settler, renewer and reaper).
 //! Every part reports to one [`Events`], so the log lines (and whatever else subscribes)
 //! see the whole host.
 
@@ -32,12 +33,15 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let store = Arc::new(open_store(&config).await?);
-    let registry = Arc::new(load_handlers(&config, &events).await?);
+    let registry = Arc::new(handlers(&config, &events)?);
     let dir = registry.dir().to_owned();
     let _watcher = Watcher::start(registry.clone())
         .with_context(|| format!("failed to watch handlers directory `{}`", dir.display()))?;
+    let loading = tokio::spawn(load_all(registry.clone()));
     let worker = Worker::new(store, registry, config, Arc::new(SystemClock)).with_events(events);
-    worker.run(shutdown).await
+    let result = worker.run(shutdown).await;
+    loading.abort();
+    result
 }
 
 /// Opens the job store the configuration names, saying which one on failure.
@@ -61,9 +65,9 @@ pub async fn open_store(config: &Config) -> anyhow::Result<AnyStore> {
     })
 }
 
-/// A runtime sized for the host's concurrency and a registry of every handler in the
-/// configured directory (created if missing), loaded.
-async fn load_handlers(config: &Config, events: &Events) -> anyhow::Result<Registry> {
+/// A runtime sized for the host's concurrency and an empty registry of the configured
+/// directory (created if missing, and checked readable).
+fn handlers(config: &Config, events: &Events) -> anyhow::Result<Registry> {
     let runtime = Arc::new(Runtime::new(RuntimeSettings {
         max_instances: u32::try_from(config.host.concurrency).unwrap_or(u32::MAX),
         max_memory: config.max_job_memory(),
@@ -71,22 +75,29 @@ async fn load_handlers(config: &Config, events: &Events) -> anyhow::Result<Regis
     })?);
     let dir = config.host.handlers_dir.clone();
     std::fs::create_dir_all(&dir)
-        .with_context(|| format!("failed to create handlers directory `{}`", dir.display()))?;
-    let cache = config.host.cache_dir.clone();
-    let registry = Registry::new(runtime, dir.clone(), Some(cache)).with_events(events.clone());
-    let changes = registry
-        .load_all()
-        .await
+        .and_then(|()| std::fs::read_dir(&dir).map(drop))
         .with_context(|| format!("failed to read handlers directory `{}`", dir.display()))?;
-    let loaded = changes
-        .iter()
-        .filter(|c| matches!(c, Change::Added { .. }))
-        .count();
-    tracing::info!(
-        dir = %dir.display(),
-        loaded,
-        refused = changes.len() - loaded,
-        "handlers loaded"
-    );
-    Ok(registry)
+    let cache = config.host.cache_dir.clone();
+    Ok(Registry::new(runtime, dir, Some(cache)).with_events(events.clone()))
+}
+
+/// Loads every handler in the background while the worker already runs: each serves as soon
+/// as it is ready, and jobs for one still loading wait as for a handler not yet there.
+async fn load_all(registry: Arc<Registry>) {
+    let dir = registry.dir().display().to_string();
+    match registry.load_all().await {
+        Ok(changes) => {
+            let loaded = changes
+                .iter()
+                .filter(|c| matches!(c, Change::Added { .. }))
+                .count();
+            tracing::info!(
+                dir,
+                loaded,
+                refused = changes.len() - loaded,
+                "handlers loaded"
+            );
+        }
+        Err(error) => tracing::error!(dir, "failed to read handlers directory: {error}"),
+    }
 }

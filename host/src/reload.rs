@@ -104,7 +104,7 @@ async fn debounce_loop(
                         .collect();
                     for path in due {
                         pending.remove(&path);
-                        apply(&registry, &path, &changes).await;
+                        apply(&registry, &path, &changes);
                     }
                     continue;
                 }
@@ -119,7 +119,11 @@ async fn debounce_loop(
     }
 }
 
-async fn apply(registry: &Registry, path: &Path, changes: &broadcast::Sender<Change>) {
-    let change = registry.reload(path).await;
-    let _ = changes.send(change);
+/// Reloads `path` in its own task: one file's slow compile never holds another's change.
+fn apply(registry: &Arc<Registry>, path: &Path, changes: &broadcast::Sender<Change>) {
+    let (registry, path, changes) = (registry.clone(), path.to_owned(), changes.clone());
+    tokio::spawn(async move {
+        let change = registry.reload(&path).await;
+        let _ = changes.send(change);
+    });
 }

@@ -11,9 +11,9 @@ mod contract;
 mod loader;
 mod memory;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use crate::engine::Runtime;
 use crate::events::{Event, Events};
@@ -54,6 +54,58 @@ pub struct Registry {
     errors: RwLock<BTreeMap<String, String>>,
     /// Told of every handler loaded, refused or removed.
     events: Events,
+    /// Orders loads that run side by side (std lock, never held across an `.await`).
+    tickets: Mutex<Tickets>,
+}
+
+/// Every load or removal takes the next ticket when it starts; a result older than the
+/// newest one already applied to its name is dropped, so a slow load that finishes late
+/// cannot put an old version back, and one file's compile never waits for another's.
+#[derive(Debug, Default)]
+struct Tickets {
+    next: u64,
+    /// The newest ticket applied, by name.
+    applied: HashMap<String, u64>,
+    /// Loads under way, by name.
+    loading: HashMap<String, usize>,
+}
+
+impl Tickets {
+    fn start(&mut self, name: &str) -> u64 {
+        self.next += 1;
+        *self.loading.entry(name.to_owned()).or_default() += 1;
+        self.next
+    }
+
+    /// Makes every load of `name` started so far stale: what happened now (a removal, a
+    /// refusal) is newer than any of them.
+    fn supersede(&mut self, name: &str) {
+        self.next += 1;
+        self.applied.insert(name.to_owned(), self.next);
+    }
+
+    /// Ends `ticket`'s load; whether its result is the newest and should be applied.
+    fn finish(&mut self, name: &str, ticket: u64) -> bool {
+        if let Some(count) = self.loading.get_mut(name) {
+            *count -= 1;
+            if *count == 0 {
+                self.loading.remove(name);
+            }
+        }
+        let applied = self.applied.entry(name.to_owned()).or_default();
+        if *applied > ticket {
+            return false;
+        }
+        *applied = ticket;
+        true
+    }
+}
+
+/// One load on a blocking thread.
+struct Load {
+    path: PathBuf,
+    ticket: u64,
+    task: tokio::task::JoinHandle<Result<LoadedHandler, LoadError>>,
 }
 
 impl Registry {
@@ -65,6 +117,7 @@ impl Registry {
             handlers: RwLock::default(),
             errors: RwLock::default(),
             events: Events::default(),
+            tickets: Mutex::default(),
         }
     }
 
@@ -103,7 +156,8 @@ impl Registry {
             .clone()
     }
 
-    /// Loads every `*.wasm` in the directory, compiling on blocking threads in parallel.
+    /// Loads every `*.wasm` in the directory, compiling on blocking threads in parallel;
+    /// each handler serves as soon as its own load is done, whatever the others take.
     /// A `.wasm` entry that cannot be a handler (a bad name, a directory, a dangling or
     /// looping link) is refused under its file name: logged and listed, never skipped
     /// silently. Files with other extensions are not handlers and are ignored.
@@ -121,37 +175,49 @@ impl Registry {
             }
         }
         paths.sort();
-        let loads: Vec<_> = paths
-            .into_iter()
-            .map(|path| self.spawn_load(path))
-            .collect();
-        for (path, load) in loads {
-            changes.push(self.apply(&path, load.await));
+        let mut loads = tokio::task::JoinSet::new();
+        for path in paths {
+            let load = self.spawn_load(path);
+            loads.spawn(async move { (load.path, load.ticket, load.task.await) });
+        }
+        while let Some(done) = loads.join_next().await {
+            let (path, ticket, result) = done.expect("a load task is never cancelled");
+            changes.push(self.apply(&path, ticket, result));
         }
         Ok(changes)
     }
 
-    fn spawn_load(
-        &self,
-        path: PathBuf,
-    ) -> (
-        PathBuf,
-        tokio::task::JoinHandle<Result<LoadedHandler, LoadError>>,
-    ) {
+    /// Whether a load of `name` is under way (jobs for it wait without a warning).
+    pub fn is_loading(&self, name: &str) -> bool {
+        self.tickets().loading.contains_key(name)
+    }
+
+    fn tickets(&self) -> std::sync::MutexGuard<'_, Tickets> {
+        self.tickets.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts loading `path` on a blocking thread, with the next ticket for its name.
+    fn spawn_load(&self, path: PathBuf) -> Load {
+        let ticket = self.tickets().start(&listed_name(&path));
         let runtime = self.runtime.clone();
         let cache_dir = self.cache_dir.clone();
         let owned = path.clone();
         let task =
             tokio::task::spawn_blocking(move || runtime.load_handler(&owned, cache_dir.as_deref()));
-        (path, task)
+        Load { path, ticket, task }
     }
 
+    /// Applies a finished load, unless a newer load or removal of its name was applied first.
     fn apply(
         &self,
         path: &Path,
+        ticket: u64,
         load: Result<Result<LoadedHandler, LoadError>, tokio::task::JoinError>,
     ) -> Change {
         let name = listed_name(path);
+        if !self.tickets().finish(&name, ticket) {
+            return Change::Unchanged { name };
+        }
         match load {
             Ok(Ok(loaded)) => self.install(name, loaded),
             Ok(Err(error)) => self.refuse(name, &error),
@@ -160,16 +226,20 @@ impl Registry {
     }
 
     /// Brings the handler at `path` up to date with the file: load, replace or remove.
+    /// Reloads of different files run side by side; of one file, the newest started wins.
     pub async fn reload(&self, path: &Path) -> Change {
         let name = listed_name(path);
         if path.symlink_metadata().is_err() {
+            self.tickets().supersede(&name);
             return self.remove(name);
         }
         if let Err(error) = check_file(path) {
+            self.tickets().supersede(&name);
             return self.refuse(name, &error);
         }
-        let (path, load) = self.spawn_load(path.to_owned());
-        self.apply(&path, load.await)
+        let load = self.spawn_load(path.to_owned());
+        let result = load.task.await;
+        self.apply(&load.path, load.ticket, result)
     }
 
     fn install(&self, name: String, loaded: LoadedHandler) -> Change {

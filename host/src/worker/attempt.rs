@@ -20,6 +20,9 @@ use crate::store::{AttemptRecord, Job, JobStore, Progress, SettleAction, Settlem
 
 /// Wait before a job whose handler is not loaded is offered again.
 const UNKNOWN_HANDLER_RETRY: Duration = Duration::from_secs(2);
+/// Wait before a job whose handler is still loading is offered again: most loads take well
+/// under a second, and the job should not wait much longer than its handler.
+const LOADING_HANDLER_RETRY: Duration = Duration::from_millis(250);
 
 /// Runs one claimed job and queues its settlement.
 pub(super) async fn run_job<S: JobStore + 'static>(
@@ -90,12 +93,17 @@ pub(super) async fn run_job<S: JobStore + 'static>(
     }
 }
 
-/// A job whose handler is not loaded goes back to wait, or fails once the grace is over.
+/// A job whose handler is not loaded goes back to wait, or fails once the grace is over
+/// (never while its handler is still loading).
 fn unknown_handler<S>(shared: &Shared<S>, job: &Job) -> Settlement {
     let now = shared.clock.now();
     let grace = shared.config.host.unknown_handler_grace;
-    let failed = now.since(job.created_at) >= grace;
-    shared.events.emit(Event::HandlerMissing { job, failed });
+    // A handler still compiling is not missing: its jobs wait, quietly and without a limit.
+    let loading = shared.registry.is_loading(&job.handler);
+    let failed = !loading && now.since(job.created_at) >= grace;
+    if !loading {
+        shared.events.emit(Event::HandlerMissing { job, failed });
+    }
     let action = if failed {
         let waited = humantime::format_duration(grace);
         let error = match shared.registry.errors().remove(&job.handler) {
@@ -108,7 +116,12 @@ fn unknown_handler<S>(shared: &Shared<S>, job: &Job) -> Settlement {
         SettleAction::Fail { error }
     } else {
         SettleAction::Release {
-            at: now + UNKNOWN_HANDLER_RETRY,
+            at: now
+                + if loading {
+                    LOADING_HANDLER_RETRY
+                } else {
+                    UNKNOWN_HANDLER_RETRY
+                },
         }
     };
     Settlement {
