@@ -426,3 +426,41 @@ fn a_host_serves_each_handler_as_soon_as_it_is_ready() {
         "echo waited for the bomb:\n{early}"
     );
 }
+
+/// A compile bomb is compiled in a child under the budget, refused with the reason, and
+/// remembered by digest so the next load does not compile it again; `echo` still loads.
+#[test]
+fn a_compile_over_its_budget_is_refused_and_remembered() {
+    for (keys, reason) in [
+        ("compile_timeout = \"1s\"", "took longer than 1s"),
+        ("compile_memory = \"64MiB\"", "needed more than 64 MiB"),
+    ] {
+        let project = Project::new(&["echo"], keys);
+        let bomb = crate::util::compile_bomb(100_000);
+        std::fs::write(project.path().join("handlers/bomb.wasm"), bomb).unwrap();
+        let listed = |project: &Project| -> Vec<Value> {
+            let out = project.run(&["handlers", "--json"]);
+            assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+            serde_json::from_slice(&out.stdout).unwrap()
+        };
+        let rows = listed(&project);
+        let error = rows[0]["error"].as_str().unwrap();
+        assert!(error.contains(reason), "{keys}: {error}");
+        assert!(rows[1]["digest"].is_string(), "echo loads beside it");
+        let again = listed(&project);
+        let error = again[0]["error"].as_str().unwrap();
+        assert!(
+            error.contains("remembered") && error.contains(reason),
+            "{error}"
+        );
+    }
+}
+
+#[test]
+fn a_handler_file_over_the_size_cap_is_refused_unread() {
+    let project = Project::new(&["echo"], "max_handler_size = \"1KiB\"");
+    let out = project.run(&["handlers", "--json"]);
+    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let error = rows[0]["error"].as_str().unwrap();
+    assert!(error.contains("max_handler_size"), "{error}");
+}

@@ -20,6 +20,7 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 use crate::bindings::Handler;
 use crate::capabilities::{self, http::TlsConfigs};
 use crate::host_api::JobCtx;
+use crate::registry::CompileBudget;
 
 /// Guest frames kept in a trap's backtrace: enough to find the fault, bounded in size.
 const MAX_BACKTRACE_FRAMES: usize = 32;
@@ -73,6 +74,10 @@ pub struct Runtime {
     /// The largest memory cap of any job ([`RuntimeSettings::max_memory`]): a component that
     /// needs more before it runs is refused at load.
     pub(crate) max_memory: u64,
+    /// The settings the engine was built with, for a compiler child to build the same one.
+    pub(crate) settings: RuntimeSettings,
+    /// When set, components compile in a child process under this budget.
+    pub(crate) compile_budget: Option<CompileBudget>,
     ticker: Ticker,
 }
 
@@ -100,7 +105,16 @@ impl Runtime {
             settings_hash,
             tls: Arc::default(),
             max_memory: settings.max_memory,
+            settings,
+            compile_budget: None,
         })
+    }
+
+    /// Compiles every component in a child process under `budget` (see
+    /// `registry::compiler`), instead of in this process without a limit.
+    pub fn with_compile_budget(mut self, budget: CompileBudget) -> Self {
+        self.compile_budget = Some(budget);
+        self
     }
 
     /// The wasmtime engine, for callers that compile or inspect components.
@@ -115,7 +129,7 @@ impl Drop for Runtime {
     }
 }
 
-fn engine_config(settings: &RuntimeSettings) -> Config {
+pub(crate) fn engine_config(settings: &RuntimeSettings) -> Config {
     let mut config = Config::new();
     config.epoch_interruption(true);
     config.consume_fuel(true);

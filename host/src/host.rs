@@ -16,7 +16,7 @@ use crate::clock::SystemClock;
 use crate::config::{Config, StoreConfig};
 use crate::engine::{Runtime, RuntimeSettings};
 use crate::events::Events;
-use crate::registry::{Change, Registry};
+use crate::registry::{Change, Registry, compile_budget};
 use crate::reload::Watcher;
 use crate::store::AnyStore;
 use crate::worker::Worker;
@@ -68,11 +68,15 @@ pub async fn open_store(config: &Config) -> anyhow::Result<AnyStore> {
 /// A runtime sized for the host's concurrency and an empty registry of the configured
 /// directory (created if missing, and checked readable).
 fn handlers(config: &Config, events: &Events) -> anyhow::Result<Registry> {
-    let runtime = Arc::new(Runtime::new(RuntimeSettings {
+    let mut runtime = Runtime::new(RuntimeSettings {
         max_instances: u32::try_from(config.host.concurrency).unwrap_or(u32::MAX),
         max_memory: config.max_job_memory(),
         pooling: true,
-    })?);
+    })?;
+    if let Some(budget) = compile_budget(Some(&config.host)) {
+        runtime = runtime.with_compile_budget(budget);
+    }
+    let runtime = Arc::new(runtime);
     let dir = config.host.handlers_dir.clone();
     std::fs::create_dir_all(&dir)
         .and_then(|()| std::fs::read_dir(&dir).map(drop))

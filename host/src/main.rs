@@ -20,6 +20,9 @@ fn main() -> ExitCode {
     if !matches!(cli.command, cli::Command::Run) {
         restore_sigpipe();
     }
+    if let Ok(exe) = std::env::current_exe() {
+        kiln::registry::set_executable(exe);
+    }
     kiln::logging::init();
     match cli::run(cli) {
         Ok(code) => code,

@@ -13,16 +13,19 @@ use crate::config::Config;
 use crate::engine::{Runtime, RuntimeSettings};
 use crate::events::Events;
 use crate::ops::handlers::{CheckReport, HandlerView, check as check_file, handlers as views};
-use crate::registry::{LoadSource, Registry};
+use crate::registry::{LoadSource, Registry, compile_budget};
 
 /// `kiln check`: exit 0 when `file` is a handler a host with memory cap `max_memory` can
 /// serve, 1 when not.
 pub fn check(file: &Path, json: bool, max_memory: u64) -> anyhow::Result<ExitCode> {
-    let runtime = Runtime::new(RuntimeSettings {
+    let mut runtime = Runtime::new(RuntimeSettings {
         max_instances: 1,
         max_memory,
         ..RuntimeSettings::default()
     })?;
+    if let Some(budget) = compile_budget(None) {
+        runtime = runtime.with_compile_budget(budget);
+    }
     let report = check_file(&runtime, file);
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -58,11 +61,15 @@ fn print_check(report: &CheckReport) {
 /// exit 1 when any file was refused.
 pub async fn handlers(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
     let dir = config.host.handlers_dir.clone();
-    let runtime = Arc::new(Runtime::new(RuntimeSettings {
+    let mut runtime = Runtime::new(RuntimeSettings {
         max_instances: 1,
         max_memory: config.max_job_memory(),
         pooling: true,
-    })?);
+    })?;
+    if let Some(budget) = compile_budget(Some(&config.host)) {
+        runtime = runtime.with_compile_budget(budget);
+    }
+    let runtime = Arc::new(runtime);
     let registry = Registry::new(runtime, dir.clone(), Some(config.host.cache_dir.clone()))
         .with_events(Events::new(Vec::new()));
     registry

@@ -83,7 +83,10 @@ pub async fn run(command: Command, config: Arc<Config>) -> anyhow::Result<ExitCo
                 value: json!({ "queue": queue, "deleted": n }),
             }
         }
-        Command::Run | Command::Check { .. } | Command::Handlers { .. } => {
+        Command::Run
+        | Command::Check { .. }
+        | Command::Handlers { .. }
+        | Command::CompileHandler { .. } => {
             unreachable!("not a job command")
         }
     };

@@ -22,8 +22,9 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
+use crate::engine::RuntimeSettings;
 use crate::ops::{ErrorClass, OpsError};
-use crate::registry::describe;
+use crate::registry::{compile_child_main, describe};
 use crate::store::StoreError;
 
 pub use crate::host::open_store;
@@ -121,6 +122,23 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Compile a component read from stdin under CPU and memory limits and write its
+    /// artifact to stdout (what a host runs to compile untrusted handlers).
+    #[command(hide = true)]
+    CompileHandler {
+        /// The host engine's pool size.
+        #[arg(long)]
+        max_instances: u32,
+        /// The host engine's largest memory cap, in bytes.
+        #[arg(long)]
+        max_memory: u64,
+        /// Whether the host engine pools instances.
+        #[arg(long, action = clap::ArgAction::Set)]
+        pooling: bool,
+        /// CPU seconds the compile may take.
+        #[arg(long)]
+        cpu_seconds: u64,
+    },
     /// Load the configured handlers directory and list each handler; exits 1 when any
     /// file was refused.
     Handlers {
@@ -132,6 +150,20 @@ pub enum Command {
 
 /// Runs the parsed command line on an async runtime with the configured number of threads.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::CompileHandler {
+        max_instances,
+        max_memory,
+        pooling,
+        cpu_seconds,
+    } = cli.command
+    {
+        let settings = RuntimeSettings {
+            max_instances,
+            max_memory,
+            pooling,
+        };
+        return Ok(compile_child_main(&settings, cpu_seconds));
+    }
     if let Command::Check {
         file,
         json,
@@ -147,7 +179,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         async_runtime(config.host.threads).context("failed to start the async runtime")?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Check { .. } => unreachable!("handled above"),
+            Command::Check { .. } | Command::CompileHandler { .. } => {
+                unreachable!("handled above")
+            }
             Command::Handlers { json } => handlers::handlers(&config, json).await,
             Command::Run => host::run(config).await,
             command => jobs::run(command, config).await,

@@ -124,6 +124,13 @@ pub struct HostConfig {
     /// How long a job whose handler is not loaded waits (for a deploy to catch up) before it
     /// fails.
     pub unknown_handler_grace: Duration,
+    /// Wall-clock and CPU time one handler file may take to compile; a component built to
+    /// make the compiler spin (deeply nested blocks) is refused past it.
+    pub compile_timeout: Duration,
+    /// Memory one compile may allocate, for the same attacker.
+    pub compile_memory: u64,
+    /// The largest handler file compiled at all.
+    pub max_handler_size: u64,
 }
 
 /// `[queues.NAME]`.

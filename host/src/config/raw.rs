@@ -71,6 +71,9 @@ pub(super) struct RawHost {
     pub shutdown_grace: Value<Scalar>,
     pub lease: Value<Scalar>,
     pub unknown_handler_grace: Value<Scalar>,
+    pub compile_timeout: Value<Scalar>,
+    pub compile_memory: Value<Scalar>,
+    pub max_handler_size: Value<Scalar>,
 }
 
 /// `[store]`.

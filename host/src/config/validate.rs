@@ -22,12 +22,15 @@ use super::{
     StoreConfig, env, units,
 };
 use crate::capabilities;
+use crate::registry::compiler;
 use crate::store::DEFAULT_MAX_ATTEMPTS;
 
 /// The smallest memory cap: one 64KiB wasm page. Below it no module can instantiate.
 const MIN_MEMORY: u64 = 64 << 10;
 /// The largest memory cap: all a 32-bit wasm memory can address.
 const MAX_MEMORY: u64 = 4 << 30;
+/// Below this a compile cannot even start its engine.
+const MIN_COMPILE_MEMORY: u64 = 64 << 20;
 /// The most outbound HTTP requests one attempt may be allowed in flight: each holds a
 /// connection and its buffers on the host.
 const MAX_IN_FLIGHT: i64 = 1024;
@@ -184,6 +187,19 @@ impl Checker<'_> {
                 &raw.unknown_handler_grace,
                 300,
             )?,
+            compile_timeout: self
+                .positive_duration("host.compile_timeout", &raw.compile_timeout)?
+                .unwrap_or(compiler::DEFAULT_TIME),
+            compile_memory: self
+                .at_least(
+                    "host.compile_memory",
+                    &raw.compile_memory,
+                    MIN_COMPILE_MEMORY,
+                )?
+                .unwrap_or(compiler::DEFAULT_MEMORY),
+            max_handler_size: self
+                .at_least("host.max_handler_size", &raw.max_handler_size, 1)?
+                .unwrap_or(compiler::DEFAULT_MAX_SIZE),
         })
     }
 
@@ -482,6 +498,26 @@ impl Checker<'_> {
                 .invalid(key, &v.span(), "must be longer than zero")),
             d => Ok(Some(d)),
         }
+    }
+
+    /// A size of at least `min` bytes.
+    fn at_least(
+        &self,
+        key: &str,
+        v: &Option<Spanned<Scalar>>,
+        min: u64,
+    ) -> Result<Option<u64>, ConfigError> {
+        let size = self.size(key, v)?;
+        if let (Some(bytes), Some(v)) = (size, v)
+            && bytes < min
+        {
+            return Err(self.origins.invalid(
+                key,
+                &v.span(),
+                format!("{bytes} bytes is less than {min}"),
+            ));
+        }
+        Ok(size)
     }
 
     fn size(&self, key: &str, v: &Option<Spanned<Scalar>>) -> Result<Option<u64>, ConfigError> {

@@ -16,6 +16,7 @@ use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 use wasmtime::component::Component;
 
+use super::compiler::{self, CompileFailure};
 use super::{contract, memory};
 use crate::bindings::HandlerPre;
 use crate::engine::Runtime;
@@ -79,6 +80,8 @@ pub enum LoadError {
         mib(*cap)
     )]
     TooMuchMemory { file: String, needs: u64, cap: u64 },
+    #[error("handler `{file}` was refused: {reason}")]
+    OverBudget { file: String, reason: String },
     #[error("skipped handler file `{file}`: {reason}")]
     NotAFile { file: String, reason: String },
 }
@@ -197,6 +200,7 @@ impl Runtime {
         let started = Instant::now();
         let file = display_file(path);
         let name = name_of(path)?;
+        self.fits_size(path, &file)?;
         let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
             file: file.clone(),
             source,
@@ -244,12 +248,58 @@ impl Runtime {
         }
     }
 
-    /// Compiles `bytes`, without the cache; used by `kiln check`.
+    /// Refuses a file over the compile budget's size cap before reading it.
+    fn fits_size(&self, path: &Path, file: &str) -> Result<(), LoadError> {
+        let (Some(budget), Ok(meta)) = (&self.compile_budget, std::fs::metadata(path)) else {
+            return Ok(());
+        };
+        if meta.len() > budget.max_size {
+            return Err(LoadError::OverBudget {
+                file: file.to_owned(),
+                reason: format!(
+                    "it is {}, over the {} allowed (`host.max_handler_size`)",
+                    mib(meta.len()),
+                    mib(budget.max_size)
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Compiles `bytes`, without the cache: in a budgeted child process when this runtime
+    /// has a compile budget, else in this process.
     pub fn compile(&self, bytes: &[u8], file: &str) -> Result<Component, LoadError> {
-        Component::new(&self.engine, bytes).map_err(|error| LoadError::Invalid {
-            file: file.to_owned(),
-            reason: format!("{error:#}"),
-        })
+        let Some(budget) = &self.compile_budget else {
+            return Component::new(&self.engine, bytes).map_err(|error| LoadError::Invalid {
+                file: file.to_owned(),
+                reason: format!("{error:#}"),
+            });
+        };
+        if bytes.len() as u64 > budget.max_size {
+            return Err(LoadError::OverBudget {
+                file: file.to_owned(),
+                reason: format!(
+                    "it is over {} (`host.max_handler_size`)",
+                    mib(budget.max_size)
+                ),
+            });
+        }
+        let artifact =
+            compiler::compile(budget, &self.settings, bytes).map_err(|failure| match failure {
+                CompileFailure::Invalid(reason) => LoadError::Invalid {
+                    file: file.to_owned(),
+                    reason,
+                },
+                CompileFailure::OverBudget(reason) => LoadError::OverBudget {
+                    file: file.to_owned(),
+                    reason,
+                },
+            })?;
+        self.deserialize_bytes(&artifact)
+            .map_err(|error| LoadError::Invalid {
+                file: file.to_owned(),
+                reason: format!("the compiler's artifact is unusable: {error:#}"),
+            })
     }
 
     /// The compiled component for `bytes`: from the cache when it holds a usable artifact,
@@ -274,7 +324,27 @@ impl Runtime {
                 ),
             }
         }
-        let component = self.compile(bytes, file)?;
+        let refused = self.refusal_file(cache_dir, digest);
+        if let Some(refused) = &refused
+            && let Ok(reason) = std::fs::read_to_string(refused)
+        {
+            return Err(LoadError::OverBudget {
+                file: file.to_owned(),
+                reason: format!(
+                    "{reason} (remembered from an earlier try; delete `{}` to try again)",
+                    refused.display()
+                ),
+            });
+        }
+        let component = match self.compile(bytes, file) {
+            Err(LoadError::OverBudget { file, reason }) => {
+                if let Some(refused) = &refused {
+                    remember_refusal(cache_dir, refused, &reason);
+                }
+                return Err(LoadError::OverBudget { file, reason });
+            }
+            other => other?,
+        };
         if let Err(error) = write_artifact(&component, cache_dir, &artifact) {
             tracing::warn!(
                 artifact = %artifact.display(),
@@ -282,6 +352,27 @@ impl Runtime {
             );
         }
         Ok((component, LoadSource::Compiled))
+    }
+
+    /// Where a refusal over the compile budget is remembered: named by the file's digest,
+    /// the engine settings and the budget, so a larger budget tries again.
+    fn refusal_file(&self, cache_dir: &Path, digest: &str) -> Option<PathBuf> {
+        let budget = self.compile_budget.as_ref()?;
+        Some(cache_dir.join(format!(
+            "{digest}-{}-{}s-{}.refused",
+            self.settings_hash,
+            budget.time.as_secs(),
+            budget.memory
+        )))
+    }
+
+    /// An artifact the budgeted compiler just returned.
+    #[allow(unsafe_code)]
+    fn deserialize_bytes(&self, artifact: &[u8]) -> wasmtime::Result<Component> {
+        // SAFETY: the bytes come from `Component::serialize` in a `kiln compile-handler`
+        // child this host started, with an engine built from the same settings; wasmtime
+        // checks that the settings match and copies the bytes before using them.
+        unsafe { Component::deserialize(&self.engine, artifact) }
     }
 
     /// Maps a precompiled artifact written by this host.
@@ -305,6 +396,19 @@ fn write_artifact(component: &Component, dir: &Path, artifact: &Path) -> anyhow:
     temp.1.sync_all()?;
     std::fs::rename(&temp.0, artifact)?;
     Ok(())
+}
+
+/// Writes why a file was over budget, so a restart does not compile it again.
+fn remember_refusal(dir: &Path, refused: &Path, reason: &str) {
+    let written = std::fs::create_dir_all(dir)
+        .and_then(|()| tempfile_in(dir))
+        .and_then(|(temp, mut f)| {
+            f.write_all(reason.as_bytes())?;
+            std::fs::rename(&temp, refused)
+        });
+    if let Err(error) = written {
+        tracing::warn!(file = %refused.display(), "failed to remember a refused handler: {error}");
+    }
 }
 
 /// A new file in `dir` with a unique name, for writing before a rename.

@@ -7,6 +7,7 @@
 //! on blocking threads, never the async ones. Jobs hold an `Arc<LoadedHandler>`: replacing a
 //! handler never disturbs a job in flight.
 
+pub mod compiler;
 mod contract;
 mod loader;
 mod memory;
@@ -18,6 +19,9 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use crate::engine::Runtime;
 use crate::events::{Event, Events};
 
+pub use compiler::{
+    CompileBudget, budget as compile_budget, child_main as compile_child_main, set_executable,
+};
 use loader::listed_name;
 pub use loader::{
     LoadError, LoadSource, LoadedHandler, MAX_NAME_LEN, check_file, check_name, digest,
