@@ -4,6 +4,7 @@ mod cli;
 mod config;
 mod http;
 mod http_server;
+mod logs;
 mod ops;
 mod redis;
 mod redis_hosts;

@@ -106,7 +106,7 @@ pub async fn run(command: Command, config: Arc<Config>) -> anyhow::Result<ExitCo
             println!("{n} waiting or scheduled job(s) deleted from {queue}");
         }
         Command::Stats { json } => stats(&ops, json).await?,
-        Command::Run | Command::Check { .. } | Command::Handlers { .. } => {
+        Command::Run | Command::Check { .. } | Command::Handlers { .. } | Command::Logs(_) => {
             unreachable!("not a job command")
         }
     }

@@ -3,6 +3,7 @@
 //! - `mod.rs`: the commands and their arguments, the async runtime, and the one mapping of
 //!   errors to exit codes ([`exit_code`]).
 //! - `jobs`: enqueue (and `--wait`), status, jobs, retry, cancel, pause, resume, clear, stats.
+//! - `logs`: one attempt's stored log.
 //! - `handlers`: `check` and `handlers`.
 //! - `host`: `run`.
 //!
@@ -11,6 +12,7 @@
 mod handlers;
 mod host;
 mod jobs;
+mod logs;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -64,6 +66,8 @@ pub enum Command {
     },
     /// List jobs, newest first.
     Jobs(jobs::ListArgs),
+    /// Print one attempt's log (the last attempt's by default).
+    Logs(logs::LogsArgs),
     /// Retry a failed job, or every failed job.
     Retry {
         /// The job to retry.
@@ -117,6 +121,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Check { .. } => unreachable!("handled above"),
             Command::Handlers { json } => handlers::handlers(&config, json).await,
             Command::Run => host::run(config).await,
+            Command::Logs(args) => logs::run(args, config).await,
             command => jobs::run(command, config).await,
         }
     })
