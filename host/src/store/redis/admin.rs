@@ -215,7 +215,7 @@ impl RedisStore {
                 .lease
                 .zip(stored.expires_at)
                 .and_then(|(lease, at)| Claim::parse(&lease, at));
-            jobs.push(decode(id, &record, claim)?);
+            jobs.push(decode(id, &record, claim, &self.inner.defaults)?);
         }
         Ok(jobs)
     }
