@@ -5,6 +5,7 @@ mod cli_output;
 mod config;
 mod http;
 mod http_server;
+mod logs;
 mod ops;
 mod redis;
 mod redis_hosts;

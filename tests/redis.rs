@@ -68,6 +68,8 @@ async fn on_cluster() -> (AnyStore, Arc<RedisCluster>) {
     (store, cluster)
 }
 
+mod listing;
+mod producer;
 mod races;
 
 mod single {

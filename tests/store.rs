@@ -45,6 +45,8 @@ pub fn attempt(job: &kiln::store::Job, outcome: OutcomeClass, now: Timestamp) ->
         fuel: Some(42),
         http: None,
         tcp: None,
+        log: String::new(),
+        log_truncated: false,
     }
 }
 

@@ -91,6 +91,8 @@ fn settlement(job: &kiln::store::Job, action: SettleAction) -> Settlement {
             fuel: None,
             http: None,
             tcp: None,
+            log: String::new(),
+            log_truncated: false,
         }),
         action,
     }

@@ -76,6 +76,8 @@ fn succeeded(job: &Job) -> Settlement {
             fuel: Some(42),
             http: None,
             tcp: None,
+            log: String::new(),
+            log_truncated: false,
         }),
         action: SettleAction::Succeed { result: Vec::new() },
     }

@@ -56,7 +56,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<AnyStore> {
             )
         })?;
     }
-    let opened = config.store.open().await;
+    let opened = config.store.open(config.job_defaults()).await;
     opened.with_context(|| match &config.store {
         StoreConfig::Embedded { path, .. } => {
             format!("failed to open job store `{}`", path.display())

@@ -69,6 +69,25 @@ pub struct LogLine {
     pub text: String,
 }
 
+impl LogLine {
+    /// Bytes the line takes in its attempt's stored log (`source: text` and a newline);
+    /// the journal's cap counts these, so empty lines cannot grow the stored log unbounded.
+    fn stored_len(source: LogSource, text: &str) -> usize {
+        source.to_string().len() + 2 + text.len() + 1
+    }
+}
+
+/// The log lines as stored with their attempt (`AttemptRecord::log`): one `source: text`
+/// line each, in the order they were written.
+pub fn stored_log(lines: &[LogLine]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for line in lines {
+        let _ = writeln!(out, "{}: {}", line.source, line.text);
+    }
+    out
+}
+
 /// The capped log of one attempt: guest `log` calls plus stdout and stderr, split in lines.
 ///
 /// Shared between the store's host state and the stdout/stderr streams, behind a std Mutex:
@@ -84,7 +103,7 @@ pub struct Journal {
 #[derive(Debug, Default)]
 struct JournalInner {
     lines: Vec<LogLine>,
-    /// Bytes kept in `lines`; compared against the cap.
+    /// Bytes `lines` take as stored (`LogLine::stored_len`); compared against the cap.
     bytes: usize,
     /// Set once something was dropped because the cap was reached.
     truncated: bool,
@@ -111,11 +130,12 @@ impl Journal {
     pub fn push(&self, source: LogSource, text: String) {
         self.emit(source, &text);
         let mut inner = self.lock();
-        if inner.bytes + text.len() > self.cap {
+        let len = LogLine::stored_len(source, &text);
+        if inner.bytes + len > self.cap {
             inner.truncated = true;
             return;
         }
-        inner.bytes += text.len();
+        inner.bytes += len;
         inner.lines.push(LogLine { source, text });
     }
 
@@ -418,5 +438,27 @@ fn truncate_utf8(text: &mut String, max: usize) {
             end -= 1;
         }
         text.truncate(end);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Journal, LogSource, stored_log};
+
+    /// The cap counts each line as stored, so a guest writing endless empty lines (which
+    /// hold no text) cannot grow its attempt's stored log past `max_log` bytes.
+    #[test]
+    fn empty_lines_count_against_the_cap() {
+        let journal = Journal::new("q/job", "chatty", 1000);
+        for _ in 0..100_000 {
+            journal.push(LogSource::Stdout, String::new());
+        }
+        journal.push(LogSource::Info, "after the cap".to_owned());
+        let (lines, truncated) = journal.finish();
+        let stored = stored_log(&lines);
+        assert!(truncated);
+        assert!(stored.len() <= 1000, "{} bytes stored", stored.len());
+        assert!(stored.starts_with("stdout: \n"), "{stored}");
+        assert!(!stored.contains("after the cap"));
     }
 }

@@ -27,7 +27,8 @@
 //! - `reload`: the watcher that keeps the registry in step with the handlers directory.
 //! - `store/`: the `JobStore` contract (`mod.rs`), the job types (`job.rs`), retention
 //!   (`retention.rs`), the lifecycle rules both stores apply: no attempts left, lost
-//!   attempts, cancel requested (`lifecycle.rs`), and the store chosen by config (`any.rs`).
+//!   attempts, cancel requested (`lifecycle.rs`), the store chosen by config (`any.rs`),
+//!   and what fields an outside producer left out resolve to (`defaults.rs`).
 //!   - `store/embedded/`: the SQLite store: `schema.rs`, `codec.rs` (rows), `lifecycle.rs`
 //!     (enqueue, claim, renew, settle, recover transactions), `admin.rs`, `wait.rs`.
 //!   - `store/redis/`: the Redis store: `conn.rs` (connections, TLS), `wake.rs` (wake-ups),

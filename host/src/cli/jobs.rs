@@ -86,6 +86,7 @@ pub async fn run(command: Command, config: Arc<Config>) -> anyhow::Result<ExitCo
         Command::Run
         | Command::Check { .. }
         | Command::Handlers { .. }
+        | Command::Logs(_)
         | Command::CompileHandler { .. } => {
             unreachable!("not a job command")
         }

@@ -4,6 +4,7 @@
 //!   errors to exit codes ([`exit_code`]).
 //! - `enqueue`: enqueue, and `--wait` for the result.
 //! - `jobs`: status, jobs, retry, cancel, pause, resume, clear, stats.
+//! - `logs`: one attempt's stored log.
 //! - `handlers`: `check` and `handlers`.
 //! - `host`: `run`.
 //!
@@ -13,6 +14,7 @@ mod enqueue;
 mod handlers;
 mod host;
 mod jobs;
+mod logs;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -75,6 +77,8 @@ pub enum Command {
     },
     /// List jobs, newest first.
     Jobs(jobs::ListArgs),
+    /// Print one attempt's log (the last attempt's by default).
+    Logs(logs::LogsArgs),
     /// Retry a failed job, or every failed job.
     Retry {
         /// The failed job to retry.
@@ -184,6 +188,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Command::Handlers { json } => handlers::handlers(&config, json).await,
             Command::Run => host::run(config).await,
+            Command::Logs(args) => logs::run(args, config).await,
             command => jobs::run(command, config).await,
         }
     })

@@ -78,6 +78,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 
 pub use crate::capabilities::Grants;
 pub use crate::limits::JobLimits;
+use crate::store::JobDefaults;
 pub use crate::store::{Durability, Keep, RedisTarget, Retention, RetentionPolicy, StoreConfig};
 
 /// The name of the queue that always exists and that handlers use unless configured otherwise.
@@ -296,6 +297,29 @@ impl Config {
     /// Retention of finished jobs on `queue` (the defaults for an unconfigured queue).
     pub fn retention(&self, queue: &str) -> Retention {
         self.retention.of(queue)
+    }
+
+    /// What a job record left without a priority or `max_attempts` (by an outside Redis
+    /// producer) takes: the queue's priority, and `max_attempts` handler > queue > defaults.
+    pub fn job_defaults(&self) -> JobDefaults {
+        let max_attempts = self.defaults.max_attempts;
+        JobDefaults {
+            queue_priority: (self.queues.iter())
+                .map(|(name, q)| (name.clone(), q.priority))
+                .collect(),
+            queue_max_attempts: (self.queues.iter())
+                .map(|(name, q)| {
+                    (
+                        name.clone(),
+                        q.overrides.max_attempts.unwrap_or(max_attempts),
+                    )
+                })
+                .collect(),
+            handler_max_attempts: (self.handlers.iter())
+                .filter_map(|(name, h)| Some((name.clone(), h.overrides.max_attempts?)))
+                .collect(),
+            max_attempts,
+        }
     }
 
     /// The largest memory cap any job may get under this configuration: what the runtime's

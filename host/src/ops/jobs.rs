@@ -1,7 +1,10 @@
-//! Reading and steering jobs: get one, list, retry one or every failed job, cancel.
+//! Reading and steering jobs: get one, one attempt's log, list, retry one or every failed
+//! job, cancel.
 
 use super::{Ops, OpsError};
-use crate::store::{CancelOutcome, Job, JobState, JobStore, ListFilter, Page, RetryTarget};
+use crate::store::{
+    AttemptRecord, CancelOutcome, Job, JobState, JobStore, ListFilter, Page, RetryTarget,
+};
 
 impl<S: JobStore> Ops<S> {
     /// Job `id`, or `JobNotFound`.
@@ -10,6 +13,26 @@ impl<S: JobStore> Ops<S> {
             .get(id)
             .await?
             .ok_or_else(|| OpsError::JobNotFound(id.to_owned()))
+    }
+
+    /// The record, log included, of job `id`'s `attempt`-th recorded attempt (1-based, oldest
+    /// first, counting on across retries), or of its last one when `None`. An unknown job is
+    /// `JobNotFound`; a job without that attempt is `Invalid` (`--attempt`).
+    pub async fn logs(&self, id: &str, attempt: Option<u32>) -> Result<AttemptRecord, OpsError> {
+        let job = self.job(id).await?;
+        let recorded = job.history.len();
+        let index = match attempt {
+            None => recorded.checked_sub(1),
+            Some(n) => usize::try_from(n).ok().and_then(|n| n.checked_sub(1)),
+        };
+        let found = index.and_then(|index| job.history.into_iter().nth(index));
+        found.ok_or_else(|| {
+            let reason = match attempt {
+                None => format!("job `{id}` has no attempts yet"),
+                Some(n) => format!("job `{id}` has no attempt {n} ({recorded} recorded)"),
+            };
+            OpsError::invalid("--attempt", reason)
+        })
     }
 
     /// Jobs newest first, of one configured queue and one state when given.

@@ -165,7 +165,8 @@ impl<'a> JobView<'a> {
         }
     }
 
-    /// The text `kiln status` prints: the job's fields, then one line per attempt.
+    /// The text `kiln status` prints: the job's fields, one line per attempt, then the last
+    /// attempt's log.
     pub fn text(&self) -> String {
         let job = self.job;
         let mut out = String::new();
@@ -204,8 +205,29 @@ impl<'a> JobView<'a> {
             );
             let _ = write_grant_usage(&mut out, a);
         }
+        if let Some(last) = job.history.last() {
+            let _ = write_log(&mut out, last);
+        }
         out
     }
+}
+
+/// The log of attempt `a` (the last one, in `kiln status`), indented under a heading;
+/// nothing when it logged nothing.
+fn write_log(out: &mut String, a: &AttemptRecord) -> fmt::Result {
+    if a.log.is_empty() {
+        return Ok(());
+    }
+    let cut = if a.log_truncated {
+        ", cut at max_log"
+    } else {
+        ""
+    };
+    writeln!(out, "log of attempt {}{cut}:", a.attempt)?;
+    for line in a.log.lines() {
+        writeln!(out, "  {line}")?;
+    }
+    Ok(())
 }
 
 /// What an attempt did through its grants, one indented line per capability it used.

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{
-    CancelOutcome, Durability, EmbeddedStore, Enqueued, Job, JobStore, ListFilter, NewJob, Page,
-    Progress, QueueCounts, RedisStore, RedisTarget, RenewReport, RetentionPolicy, RetryTarget,
-    Settlement, StoreResult, Timestamp,
+    CancelOutcome, Durability, EmbeddedStore, Enqueued, Job, JobDefaults, JobStore, ListFilter,
+    NewJob, Page, Progress, QueueCounts, RedisStore, RedisTarget, RenewReport, RetentionPolicy,
+    RetryTarget, Settlement, StoreResult, Timestamp,
 };
 
 /// Where jobs are kept: `[store]` in the config, validated.
@@ -26,8 +26,9 @@ pub enum StoreConfig {
 
 impl StoreConfig {
     /// Opens the store this names: the SQLite file (on a blocking thread, creating it if
-    /// needed), or a connection to Redis.
-    pub async fn open(&self) -> StoreResult<AnyStore> {
+    /// needed), or a connection to Redis that gives jobs an outside producer left without
+    /// priority or max_attempts the values in `defaults` (`Config::job_defaults`).
+    pub async fn open(&self, defaults: JobDefaults) -> StoreResult<AnyStore> {
         match self {
             StoreConfig::Embedded { path, durability } => {
                 let (path, durability) = (path.clone(), *durability);
@@ -39,7 +40,10 @@ impl StoreConfig {
                 })??;
                 Ok(AnyStore::Embedded(store))
             }
-            StoreConfig::Redis(target) => AnyStore::open_redis(target.clone()).await,
+            StoreConfig::Redis(target) => {
+                let store = RedisStore::open_with_defaults(target.clone(), defaults).await?;
+                Ok(AnyStore::Redis(store))
+            }
         }
     }
 }

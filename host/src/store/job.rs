@@ -259,6 +259,16 @@ pub struct AttemptRecord {
     /// What the attempt did through its `tcp` grant; absent when it tried nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp: Option<TcpUsage>,
+    /// The attempt's log: its `log` calls and stdout/stderr, one `source: text` line each,
+    /// so operators can read why it ended without the host's own log. At most the job's
+    /// `max_log` bytes (the journal's cap counts each line as stored), so a chatty guest
+    /// cannot grow its record without bound. Empty when it logged nothing, and in records
+    /// written before logs were kept.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub log: String,
+    /// Lines were dropped at the `max_log` cap.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub log_truncated: bool,
 }
 
 /// A stored job.

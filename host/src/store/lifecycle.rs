@@ -130,6 +130,8 @@ impl Held {
             fuel: None,
             http: None,
             tcp: None,
+            log: String::new(),
+            log_truncated: false,
         };
         let transition = if !self.has_attempts_left() && !self.cancel_requested {
             Transition::failed(LOST_LAST_ATTEMPT.to_owned())

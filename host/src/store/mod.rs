@@ -3,7 +3,9 @@
 //! `JobStore` is the one trait the worker, the operations layer and the CLI talk to; the
 //! embedded SQLite store (`embedded/`) and the Redis store (`redis/`) implement it and pass
 //! the same conformance suite (`tests/store.rs`). It is not wasmtime's `Store`, which is per
-//! attempt. `any.rs` holds the store chosen by config; `lifecycle.rs` the rules both apply.
+//! attempt. `any.rs` holds the store chosen by config; `lifecycle.rs` the rules both apply;
+//! `defaults.rs` what a Redis record an outside producer left without priority or
+//! max_attempts takes from the config.
 //!
 //! What holds on both stores:
 //! - Time comes from the caller: every operation that compares or records a time takes `now`,
@@ -24,6 +26,7 @@
 //!   are known from its id; embedded ids are plain UUIDs.
 
 mod any;
+mod defaults;
 pub mod embedded;
 mod job;
 pub mod lifecycle;
@@ -37,6 +40,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use any::{AnyStore, StoreConfig};
+pub use defaults::JobDefaults;
 pub use embedded::{Durability, EmbeddedStore};
 pub use job::{
     AttemptRecord, DEFAULT_MAX_ATTEMPTS, Job, JobState, Lease, NewJob, OutcomeClass, Progress,

@@ -13,7 +13,7 @@ use super::claim::SlotPermit;
 use super::{Running, Settling, Shared, StopReason, lock};
 use crate::config::JobSettings;
 use crate::events::Event;
-use crate::host_api::{JobHooks, ProgressHook};
+use crate::host_api::{JobHooks, ProgressHook, stored_log};
 use crate::sandbox::{Attempt, ErrorKind, JobInput, Outcome};
 use crate::store::lifecycle::Held;
 use crate::store::{AttemptRecord, Job, JobStore, Progress, SettleAction, Settlement, Timestamp};
@@ -152,6 +152,8 @@ fn settle_attempt<S>(
         fuel: Some(attempt.fuel_used),
         http: attempt.http,
         tcp: attempt.tcp,
+        log: stored_log(&attempt.log),
+        log_truncated: attempt.log_truncated,
     };
     let (action, record) = match (&attempt.outcome, stopped) {
         (_, Some(StopReason::LeaseLost)) => return None,

@@ -50,7 +50,7 @@ impl RedisStore {
         }
         let mut jobs: HashMap<String, Job> = HashMap::new();
         for (index, ids) in by_queue {
-            for job in self.read_jobs(&queues[index], &ids).await? {
+            for job in self.read_listed(&queues[index], &ids).await? {
                 jobs.insert(job.id.clone(), job);
             }
         }
@@ -215,9 +215,46 @@ impl RedisStore {
                 .lease
                 .zip(stored.expires_at)
                 .and_then(|(lease, at)| Claim::parse(&lease, at));
-            jobs.push(decode(id, &record, claim)?);
+            jobs.push(decode(id, &record, claim, &self.inner.defaults)?);
         }
         Ok(jobs)
+    }
+
+    /// Reads listed jobs of one queue like `read_jobs`, but a record that does not decode
+    /// does not fail the listing: it is skipped with a warning naming its key and moved
+    /// aside as a failed job, as a claim would move it.
+    async fn read_listed(&self, queue: &str, ids: &[String]) -> StoreResult<Vec<Job>> {
+        let mut jobs = Vec::with_capacity(ids.len());
+        for (id, stored) in ids.iter().zip(self.read_stored(queue, ids).await?) {
+            let Some(record) = stored.record else {
+                continue;
+            };
+            let claim = stored
+                .lease
+                .zip(stored.expires_at)
+                .and_then(|(lease, at)| Claim::parse(&lease, at));
+            match decode(id, &record, claim, &self.inner.defaults) {
+                Ok(job) => jobs.push(job),
+                Err(StoreError::Corrupt { reason, .. }) => {
+                    let key = self.keys(queue).job(id);
+                    tracing::warn!(queue, job = %id, "listing skips the corrupt record at `{key}`: {reason}");
+                    let now = self.server_time().await?;
+                    self.quarantine(queue, id, &reason, now).await;
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        Ok(jobs)
+    }
+
+    /// The server's clock: a listing has no `now` of its own, and the store never reads
+    /// the wall clock.
+    async fn server_time(&self) -> StoreResult<Timestamp> {
+        let (seconds, micros): (i64, i64) = redis::cmd("TIME")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend("read the server's time"))?;
+        Ok(Timestamp(seconds * 1000 + micros / 1000))
     }
 
     /// What Redis holds of jobs `ids` of one queue, in order, read in one pipeline.

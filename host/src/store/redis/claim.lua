@@ -2,10 +2,12 @@
 -- KEYS: the queue's ten keys (see lib.lua); no job keys (ids come from the waiting set).
 -- ARGV: [1..4] prefix, queue, now, wake channel (see lib.lua)
 --       [5] max jobs  [6] lease owner  [7] lease expiry (ms)  [8] most due jobs to promote
+--       [9] the queue's config defaults as JSON (see `use_defaults` in lib.lua), or ''
 -- Returns: { claimed, report } where claimed holds an `{ id, record }` pair per claimed job,
 -- in claim order, the record as stored (a claim does not rewrite it), and report is
 -- `id, reason` pairs for broken entries moved aside or dropped.
--- Due scheduled jobs are promoted to waiting first. A paused queue claims nothing.
+-- Due scheduled jobs are promoted to waiting first, a record left without priority or
+-- max_attempts taking the config's (ARGV[9]). A paused queue claims nothing.
 -- A claim lists each job in `active` (score: lease expiry) and `leases` (the claim time and
 -- owner); the host reads the job as active, with one more attempt than its record says.
 -- A record is claimed when it is a string holding the bytes of `state: 'waiting'` (no
@@ -19,6 +21,7 @@ local report, claimed, moves = {}, {}, new_moves()
 if redis.call('EXISTS', K_PAUSED) == 1 then
   return { claimed, report }
 end
+use_defaults(ARGV[9])
 promote_due(tonumber(ARGV[8]), report)
 local lease = lease_value(NOW, owner)
 local active, leases = pending(moves.add, K_ACTIVE), {}

@@ -171,14 +171,16 @@ end
 
 -- Integer fields: range and the value a repaired record gets (nil: now).
 local INT_FIELDS = {
-  priority = { -2147483648, 2147483647, 0 },
   attempts = { 0, 4294967295, 0 },
-  max_attempts = { 1, 4294967295, 1 },
   run_at = { -9007199254740991, 9007199254740991, nil },
   created_at = { -9007199254740991, 9007199254740991, nil },
   updated_at = { -9007199254740991, 9007199254740991, nil },
 }
+-- `priority` and `max_attempts` may be left out by a producer: they come from the config
+-- (`fill_defaults`, and the host when it reads the record).
 local OPTIONAL_INT_FIELDS = {
+  priority = { -2147483648, 2147483647 },
+  max_attempts = { 1, 4294967295 },
   claimed_at = { -9007199254740991, 9007199254740991 },
   finished_at = { -9007199254740991, 9007199254740991 },
   progress_percent = { 0, 100 },
@@ -336,8 +338,33 @@ local function take(id, listed, state, report)
   return job
 end
 
+-- The config's defaults for this queue, when the script was given them (a JSON argument:
+-- `{"priority", "max_attempts", "handlers": {name: max_attempts}}`), else nil.
+local DEFAULTS = nil
+local function use_defaults(json)
+  if json and json ~= '' then
+    DEFAULTS = cjson.decode(json)
+  end
+end
+
+-- Gives a record a producer left without `priority` or `max_attempts` the config's values,
+-- when the script has them; otherwise the fields stay absent and readers resolve them.
+local function fill_defaults(job)
+  if not DEFAULTS then
+    return
+  end
+  if job.priority == nil then
+    job.priority = DEFAULTS.priority
+  end
+  if job.max_attempts == nil then
+    local handlers = DEFAULTS.handlers
+    job.max_attempts = type(handlers) == 'table' and handlers[job.handler] or DEFAULTS.max_attempts
+  end
+end
+
 -- Makes a sound job waiting at `run_at` (it was scheduled or is being requeued).
 local function make_waiting(id, job, run_at)
+  fill_defaults(job)
   job.state, job.run_at, job.updated_at = 'waiting', run_at, NOW
   save(id, job)
   redis.call('ZADD', K_WAITING, -(tonumber(job.priority) or 0), ready_member(run_at, id))

@@ -70,7 +70,7 @@ use keys::QueueKeys;
 use settle::Holding;
 use wake::{Wakers, subscribe};
 
-use super::{StoreError, StoreResult};
+use super::{JobDefaults, StoreError, StoreResult};
 
 /// Key prefix used when the configuration does not name one.
 pub const DEFAULT_NAMESPACE: &str = "kiln";
@@ -104,12 +104,24 @@ struct Inner {
     registered: Mutex<HashSet<String>>,
     /// The jobs this handle claimed and has not settled, by id (see `Holding`): settling them reads nothing first.
     claims: Mutex<HashMap<String, Arc<Holding>>>,
+    /// What a record an outside producer left without priority or max_attempts takes: the
+    /// config's values (the host's and the CLI's store), else `JobDefaults::default()`.
+    defaults: JobDefaults,
 }
 
 impl RedisStore {
     /// Connects to `target`. Fails with `StoreError::Backend` if no node answers; after that,
     /// lost connections are re-established by later calls.
     pub async fn open(target: RedisTarget) -> StoreResult<Self> {
+        Self::open_with_defaults(target, JobDefaults::default()).await
+    }
+
+    /// Connects to `target`, resolving jobs that lack a priority or max_attempts from
+    /// `defaults` (built from the config) when they first become ready and when read.
+    pub async fn open_with_defaults(
+        target: RedisTarget,
+        defaults: JobDefaults,
+    ) -> StoreResult<Self> {
         let conn = connect(&target).await?;
         let wakers = Arc::new(Wakers::default());
         let subscriber = subscribe(&target, &wakers).await?;
@@ -121,6 +133,7 @@ impl RedisStore {
                 wakers,
                 registered: Mutex::new(HashSet::new()),
                 claims: Mutex::new(HashMap::new()),
+                defaults,
             }),
         })
     }

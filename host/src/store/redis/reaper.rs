@@ -132,7 +132,7 @@ impl RedisStore {
             let Some(expires_at) = stored.expires_at.filter(|&score| score < now.0 as f64) else {
                 continue;
             };
-            let (expected, unheld) = match Holding::read(id, queue, stored) {
+            let (expected, unheld) = match Holding::read(id, queue, stored, &self.inner.defaults) {
                 Ok(holding) => {
                     lost.push((at, holding, Timestamp(expires_at as i64)));
                     continue;
@@ -161,7 +161,9 @@ impl RedisStore {
         let context = format!("promote due jobs in queue `{queue}`");
         loop {
             let mut invocation = self.invocation(&SCRIPTS.promote, &keys, now);
-            invocation.arg(MOVE_BATCH);
+            invocation
+                .arg(MOVE_BATCH)
+                .arg(self.inner.defaults.queue_json(queue));
             let PromoteReply { taken, broken } = self.run(&invocation, &context).await?;
             broken.log(queue);
             if taken < MOVE_BATCH {

@@ -9,7 +9,7 @@
 use rmpv::ValueRef;
 
 use crate::store::{
-    AttemptRecord, Job, JobState, Lease, Progress, StoreError, StoreResult, Timestamp,
+    AttemptRecord, Job, JobDefaults, JobState, Lease, Progress, StoreError, StoreResult, Timestamp,
 };
 
 /// The claim a `leases` entry and the `active` set describe, laid over a job's record.
@@ -147,7 +147,11 @@ impl<'a> Record<'a> {
 
     /// The job this record describes, active under `claim` when it is claimed, or why the
     /// record does not describe a job.
-    pub(super) fn job(mut self, claim: Option<Claim>) -> Result<Job, String> {
+    pub(super) fn job(
+        mut self,
+        claim: Option<Claim>,
+        defaults: &JobDefaults,
+    ) -> Result<Job, String> {
         let state: JobState = self.text("state")?.parse().map_err(|e| format!("{e}"))?;
         let history: Vec<AttemptRecord> = serde_json::from_str(&self.text("history")?)
             .map_err(|e| format!("attempt history is not valid json: {e}"))?;
@@ -167,15 +171,25 @@ impl<'a> Record<'a> {
                 ));
             }
         };
+        let (id, handler, queue) = (self.text("id")?, self.text("handler")?, self.text("queue")?);
+        // An outside producer may leave these to the config (the README's field table).
+        let priority = match self.number_opt("priority")? {
+            Some(priority) => priority,
+            None => defaults.priority(&queue),
+        };
+        let max_attempts = match self.number_opt("max_attempts")? {
+            Some(max_attempts) => max_attempts,
+            None => defaults.max_attempts(&handler, &queue),
+        };
         let mut job = Job {
-            id: self.text("id")?,
-            handler: self.text("handler")?,
-            queue: self.text("queue")?,
+            id,
+            handler,
+            queue,
             payload: self.bytes("payload")?,
-            priority: self.number("priority")?,
+            priority,
             state,
             attempts: self.number("attempts")?,
-            max_attempts: self.number("max_attempts")?,
+            max_attempts,
             run_at: self.time("run_at")?,
             lease: None,
             result: self.bytes_opt("result")?,
@@ -218,9 +232,14 @@ impl NotWaiting {
 /// The record `bytes` of job `id` of `queue`, as a waiting job, or why it is not one. A
 /// claim reads a waiting record (it only looked for the bytes of `state: 'waiting'`), and an
 /// active job's record still says waiting.
-pub(super) fn waiting_job(id: &str, queue: &str, bytes: &[u8]) -> Result<Job, NotWaiting> {
+pub(super) fn waiting_job(
+    id: &str,
+    queue: &str,
+    bytes: &[u8],
+    defaults: &JobDefaults,
+) -> Result<Job, NotWaiting> {
     let job = Record::parse(bytes)
-        .and_then(|record| record.job(None))
+        .and_then(|record| record.job(None, defaults))
         .map_err(NotWaiting::Unreadable)?;
     if job.state != JobState::Waiting {
         return Err(NotWaiting::State(job.state));
@@ -361,9 +380,14 @@ fn appended(history: &str, record: &str) -> Option<String> {
 
 /// Decodes job `id`'s record, active under `claim` when claimed; a bad record is
 /// `StoreError::Corrupt`.
-pub(super) fn decode(id: &str, bytes: &[u8], claim: Option<Claim>) -> StoreResult<Job> {
+pub(super) fn decode(
+    id: &str,
+    bytes: &[u8],
+    claim: Option<Claim>,
+    defaults: &JobDefaults,
+) -> StoreResult<Job> {
     Record::parse(bytes)
-        .and_then(|record| record.job(claim))
+        .and_then(|record| record.job(claim, defaults))
         .map_err(|reason| StoreError::Corrupt {
             id: id.to_owned(),
             reason,

@@ -23,7 +23,9 @@ use super::record::{Field, NotWaiting, Patch, lease_parts, lease_value, waiting_
 use super::scripts::{Refusal, SCRIPTS, SettleReply};
 use super::{RedisStore, bad_reply, lock};
 use crate::store::lifecycle::{Held, Transition};
-use crate::store::{Job, JobState, SettleAction, Settlement, StoreError, StoreResult, Timestamp};
+use crate::store::{
+    Job, JobDefaults, JobState, SettleAction, Settlement, StoreError, StoreResult, Timestamp,
+};
 
 /// How many times one `settle` or `recover` decides a job whose record changed between
 /// reading and writing it. Progress or a cancel request changes a record once in a while; a
@@ -92,11 +94,16 @@ impl Holding {
     }
 
     /// Job `id` of `queue` as `stored`, or why it is not a held job.
-    pub(super) fn read(id: &str, queue: &str, stored: &Stored) -> Result<Self, Unheld> {
+    pub(super) fn read(
+        id: &str,
+        queue: &str,
+        stored: &Stored,
+        defaults: &JobDefaults,
+    ) -> Result<Self, Unheld> {
         let lease = stored.lease.as_deref().ok_or(Unheld::NoLease)?;
         let (claimed_at, owner) = lease_parts(lease).ok_or(Unheld::NoLease)?;
         let record = stored.record.as_deref().ok_or(Unheld::NoRecord)?;
-        let job = waiting_job(id, queue, record).map_err(Unheld::NotWaiting)?;
+        let job = waiting_job(id, queue, record, defaults).map_err(Unheld::NotWaiting)?;
         Ok(Holding::new(&job, record.to_vec(), owner, claimed_at))
     }
 
@@ -400,7 +407,7 @@ impl RedisStore {
         let ids: Vec<&str> = which.iter().map(|&i| batch[i].id.as_str()).collect();
         let stored = self.read_stored(queue, &ids).await?;
         for ((&i, id), stored) in which.iter().zip(&ids).zip(stored) {
-            holdings[i] = match Holding::read(id, queue, &stored) {
+            holdings[i] = match Holding::read(id, queue, &stored, &self.inner.defaults) {
                 Ok(holding) => Some(Arc::new(holding)),
                 Err(Unheld::NoLease) => None,
                 Err(unheld) => {

@@ -162,14 +162,15 @@ impl JobStore for RedisStore {
             .arg(max)
             .arg(owner)
             .arg((now + lease).0)
-            .arg(MOVE_BATCH);
+            .arg(MOVE_BATCH)
+            .arg(self.inner.defaults.queue_json(queue));
         let context = format!("claim jobs from queue `{queue}`");
         let ClaimReply { claimed, broken } = self.run(&invocation, &context).await?;
         broken.log(queue);
         let mut jobs = Vec::with_capacity(claimed.len());
         let mut kept = Vec::with_capacity(claimed.len());
         for (id, record) in claimed {
-            match waiting_job(&id, queue, &record) {
+            match waiting_job(&id, queue, &record, &self.inner.defaults) {
                 Ok(mut job) => {
                     let holding = Holding::new(&job, record, owner, now);
                     let claim = Claim {
