@@ -71,6 +71,11 @@ impl Project {
     }
 
     pub fn host(&self) -> Host {
+        self.host_with(&[])
+    }
+
+    /// A `kiln run` with `env` added to its environment (config overrides).
+    pub fn host_with(&self, env: &[(&str, &str)]) -> Host {
         let log = std::fs::File::create(
             self.path()
                 .join(format!("host-{}.log", Instant::now().elapsed().as_nanos())),
@@ -79,6 +84,7 @@ impl Project {
         let child = self
             .kiln()
             .arg("run")
+            .envs(env.iter().copied())
             .env("KILN_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -99,15 +105,28 @@ pub struct Host {
 
 impl Host {
     pub fn terminate(mut self) -> std::process::ExitStatus {
+        self.signal("TERM");
+        self.wait("SIGTERM")
+    }
+
+    /// Sends `kill -SIGNAL` to the host, by pid.
+    pub fn signal(&self, signal: &str) {
         let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap();
         assert!(sent.success());
+    }
+
+    /// Waits (bounded) for the host to exit, after `what`.
+    pub fn wait(&mut self, what: &str) -> std::process::ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "host did not stop after SIGTERM");
+            assert!(Instant::now() < deadline, "host did not stop after {what}");
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -324,4 +343,77 @@ async fn a_host_killed_mid_run_loses_no_job() {
         "the killed host's jobs were recovered with a lost attempt"
     );
     assert!(second.terminate().success());
+}
+
+/// Polls (real time, bounded: the host is a real process) until `done` holds.
+pub fn until(what: &str, project: &Project, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting until {what}; host logs:\n{}",
+            project.host_logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The job `id` as `kiln status --json` shows it.
+pub fn status(project: &Project, id: &str) -> Value {
+    let out = project.run(&["status", id, "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Two signals while a job on its last attempt runs: the second interrupts it and hands it
+/// back uncounted, so after a restart it runs again and ends by its handler's own result.
+pub fn two_signals_hand_back_the_last_attempt(project: &Project) {
+    let out = project.run(&["enqueue", "spin"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let id = text(&out.stdout).trim().to_owned();
+    let mut host = project.host();
+    until("the job runs", project, || {
+        status(project, &id)["state"] == "active"
+    });
+    host.signal("TERM");
+    until("the host starts its graceful shutdown", project, || {
+        project.host_logs().contains("signal received")
+    });
+    host.signal("TERM");
+    let exit = host.wait("two SIGTERMs");
+    assert_eq!(exit.code(), Some(130), "{}", project.host_logs());
+    let job = status(project, &id);
+    assert_eq!(job["state"], "waiting", "{job}");
+    assert_eq!(
+        job["attempts"], 0,
+        "the interrupted attempt is not counted: {job}"
+    );
+
+    // Restarted with a fuel budget, `spin` ends by running out of it: its own result.
+    let host = project.host_with(&[("KILN_HANDLERS__SPIN__FUEL", "50000000")]);
+    until("the job ends", project, || {
+        status(project, &id)["state"] == "failed"
+    });
+    let job = status(project, &id);
+    let error = job["error"].as_str().unwrap_or_default();
+    assert!(!error.contains("lease expired"), "{job}");
+    let outcomes: Vec<&Value> = job["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| &a["outcome"])
+        .collect();
+    assert_eq!(outcomes, ["out-of-fuel"], "{job}");
+    assert!(host.terminate().success());
+}
+
+/// The `spin` job's config for [`two_signals_hand_back_the_last_attempt`]: one attempt, no
+/// deadline or fuel to end it before the signals do, and a grace longer than the test.
+pub const LAST_ATTEMPT_SPIN: &str =
+    "shutdown_grace = \"1h\"\n[handlers.spin]\nmax_attempts = 1\ntimeout = \"1h\"\n";
+
+#[test]
+fn two_signals_do_not_use_up_the_last_attempt() {
+    let project = Project::new(&["spin"], LAST_ATTEMPT_SPIN);
+    two_signals_hand_back_the_last_attempt(&project);
 }

@@ -9,7 +9,7 @@ use kiln::store::{
     Timestamp,
 };
 
-use crate::cli::{Host, Project};
+use crate::cli::{Host, LAST_ATTEMPT_SPIN, Project, two_signals_hand_back_the_last_attempt};
 use crate::redis_server::RedisServer;
 
 /// Keeps every finished job, so the tests can inspect all of them.
@@ -134,4 +134,12 @@ async fn a_redis_restart_mid_run_loses_no_job() {
     for host in hosts {
         assert!(host.terminate().success(), "hosts survive the restart");
     }
+}
+
+#[test]
+fn two_signals_do_not_use_up_the_last_attempt_on_redis() {
+    let redis = RedisServer::start();
+    let store = format!("[store]\nurl = \"{}\"\n", redis.url());
+    let project = Project::with_store(&["spin"], LAST_ATTEMPT_SPIN, &store);
+    two_signals_hand_back_the_last_attempt(&project);
 }

@@ -10,6 +10,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
 
 use crate::clock::SystemClock;
 use crate::config::{Config, StoreConfig};
@@ -22,21 +23,31 @@ use crate::worker::Worker;
 
 /// Runs a host until `shutdown` resolves and its running jobs have drained (see `Worker`).
 pub async fn run(config: Arc<Config>, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    run_with(config, Events::logging(), shutdown).await
+    run_with(
+        config,
+        Events::logging(),
+        shutdown,
+        CancellationToken::new(),
+    )
+    .await
 }
 
-/// [`run`], reporting to `events` instead of only the log.
+/// [`run`], reporting to `events` instead of only the log; cancelling `interrupt` cuts the
+/// shutdown grace short (see [`Worker::with_interrupt`]).
 pub async fn run_with(
     config: Arc<Config>,
     events: Events,
     shutdown: impl Future<Output = ()>,
+    interrupt: CancellationToken,
 ) -> anyhow::Result<()> {
     let store = Arc::new(open_store(&config).await?);
     let registry = Arc::new(load_handlers(&config, &events).await?);
     let dir = registry.dir().to_owned();
     let _watcher = Watcher::start(registry.clone())
         .with_context(|| format!("failed to watch handlers directory `{}`", dir.display()))?;
-    let worker = Worker::new(store, registry, config, Arc::new(SystemClock)).with_events(events);
+    let worker = Worker::new(store, registry, config, Arc::new(SystemClock))
+        .with_events(events)
+        .with_interrupt(interrupt);
     worker.run(shutdown).await
 }
 

@@ -11,8 +11,10 @@
 //!
 //! Shutdown is injected (`run(shutdown)`): claiming stops at once, running jobs get
 //! `shutdown_grace` to finish, then their sandboxes are interrupted and the jobs released
-//! back to the queue with their attempt uncounted. Nothing is lost: whatever is not settled
-//! comes back when its lease expires.
+//! back to the queue with their attempt uncounted. The `interrupt` token
+//! ([`Worker::with_interrupt`]) cuts the grace short: the jobs are interrupted and released
+//! at once, so an attempt cut short by shutdown never uses up a job's last attempt. Nothing
+//! is lost: whatever is not settled comes back when its lease expires.
 
 mod attempt;
 mod claim;
@@ -93,6 +95,9 @@ struct Shared<S> {
 pub struct Worker<S> {
     shared: Arc<Shared<S>>,
     settlements: mpsc::UnboundedReceiver<Settling>,
+    /// Cancelled to stop at once: running jobs are interrupted and handed back without
+    /// waiting for `shutdown_grace` (a second signal to `kiln run`).
+    interrupt: CancellationToken,
 }
 
 impl<S: JobStore + 'static> Worker<S> {
@@ -120,7 +125,16 @@ impl<S: JobStore + 'static> Worker<S> {
                 events: Events::default(),
             }),
             settlements,
+            interrupt: CancellationToken::new(),
         }
+    }
+
+    /// Stops the worker at once when `interrupt` is cancelled, before or during the
+    /// shutdown grace: running jobs are interrupted and released back to their queue with
+    /// their attempt uncounted, then `run` returns once those releases are written.
+    pub fn with_interrupt(mut self, interrupt: CancellationToken) -> Self {
+        self.interrupt = interrupt;
+        self
     }
 
     /// Reports every attempt and settlement to `events` (by default they are only logged).
@@ -133,7 +147,7 @@ impl<S: JobStore + 'static> Worker<S> {
 
     /// Runs until `shutdown` resolves, then drains as the module doc describes.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let shared = self.shared;
+        let (shared, interrupt) = (self.shared, self.interrupt);
         for (name, queue) in &shared.config.queues {
             if queue.paused {
                 shared.store.pause(name).await?;
@@ -161,6 +175,7 @@ impl<S: JobStore + 'static> Worker<S> {
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
+                () = interrupt.cancelled() => break,
                 Some(job) = jobs_rx.recv() => { jobs.spawn(job); }
                 Some(_) = jobs.join_next(), if !jobs.is_empty() => {}
             }
@@ -175,13 +190,21 @@ impl<S: JobStore + 'static> Worker<S> {
             jobs.spawn(job);
         }
         let grace = shared.config.host.shutdown_grace;
-        let drained =
-            tokio::time::timeout(grace, async { while jobs.join_next().await.is_some() {} }).await;
-        if drained.is_err() {
+        let drain = async { while jobs.join_next().await.is_some() {} };
+        let drained = tokio::select! {
+            drained = tokio::time::timeout(grace, drain) => drained.is_ok(),
+            () = interrupt.cancelled() => false,
+        };
+        if !drained {
             let running: Vec<_> = lock(&shared.running).values().cloned().collect();
+            let why = if interrupt.is_cancelled() {
+                "interrupted"
+            } else {
+                "shutdown grace over"
+            };
             tracing::warn!(
                 jobs = running.len(),
-                "shutdown grace over: interrupting running jobs and returning them to the queue"
+                "{why}: interrupting running jobs and returning them to the queue"
             );
             for job in running {
                 job.stop(StopReason::Shutdown);
