@@ -16,8 +16,12 @@ pub struct Project {
 }
 
 impl Project {
+    /// A project on the embedded store `kiln.db`, created (as `kiln run` would) so the job
+    /// commands find it.
     pub fn new(handlers: &[&str], host_keys: &str) -> Project {
-        Self::with_store(handlers, host_keys, "[store]\npath = \"kiln.db\"\n")
+        let project = Self::with_store(handlers, host_keys, "[store]\npath = \"kiln.db\"\n");
+        project.store();
+        project
     }
 
     /// A project whose config has `store` as its `[store]` table (and anything after it).
@@ -67,7 +71,14 @@ impl Project {
     }
 
     pub fn run(&self, args: &[&str]) -> Output {
-        self.kiln().args(args).output().expect("kiln runs")
+        self.run_with(args, &[])
+    }
+
+    /// `kiln ARGS` with `env` added to its environment (config overrides).
+    pub fn run_with(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut command = self.kiln();
+        command.args(args).envs(env.iter().copied());
+        command.output().expect("kiln runs")
     }
 
     pub fn host(&self) -> Host {
@@ -416,4 +427,121 @@ pub const LAST_ATTEMPT_SPIN: &str =
 fn two_signals_do_not_use_up_the_last_attempt() {
     let project = Project::new(&["spin"], LAST_ATTEMPT_SPIN);
     two_signals_hand_back_the_last_attempt(&project);
+}
+
+#[test]
+fn the_job_commands_do_not_create_a_store() {
+    let project = Project::new(&["echo"], "");
+    let path = project.path().join("nonexistent/dir/x.db");
+    let env = [("KILN_STORE__PATH", path.to_str().unwrap())];
+    for args in [&["enqueue", "echo"][..], &["stats"]] {
+        let out = project.run_with(args, &env);
+        assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains(&format!("job store `{}` does not exist", path.display())),
+            "{stderr}"
+        );
+    }
+    assert!(
+        !project.path().join("nonexistent").exists(),
+        "nothing created"
+    );
+}
+
+#[test]
+fn kiln_run_creates_a_missing_store_and_says_so() {
+    let project = Project::new(&["echo"], "");
+    let path = project.path().join("new/x.db");
+    let host = project.host_with(&[("KILN_STORE__PATH", path.to_str().unwrap())]);
+    until("the host runs", &project, || {
+        project.host_logs().contains("worker started")
+    });
+    assert!(
+        project
+            .host_logs()
+            .contains("created a new, empty job store"),
+        "{}",
+        project.host_logs()
+    );
+    assert!(path.exists());
+    assert!(host.terminate().success());
+    let env = [("KILN_STORE__PATH", path.to_str().unwrap())];
+    let out = project.run_with(&["enqueue", "echo"], &env);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_host_whose_store_file_is_deleted_stops_naming_it() {
+    let project = Project::new(&["echo"], "");
+    let mut host = project.host();
+    until("the host runs", &project, || {
+        project.host_logs().contains("worker started")
+    });
+    let path = project.path().join("kiln.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    let exit = host.wait("its store file was deleted");
+    assert_eq!(exit.code(), Some(3), "{}", project.host_logs());
+    let logs = project.host_logs();
+    let message = format!("job store `{}` was deleted or replaced", path.display());
+    assert!(logs.contains(&message), "{logs}");
+}
+
+/// Makes `path` unwritable for this process: `chmod 444`, and for root (which permissions do
+/// not stop) the immutable attribute; undone on drop so the temp dir can be removed.
+struct Unwritable<'a>(&'a Path);
+
+impl<'a> Unwritable<'a> {
+    fn new(path: &'a Path) -> Self {
+        use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o444)).unwrap();
+        let root = std::fs::metadata(path).unwrap().uid() == 0;
+        if root {
+            let status = Command::new("chattr").arg("+i").arg(path).status();
+            assert!(status.is_ok_and(|s| s.success()), "chattr +i failed");
+        }
+        Unwritable(path)
+    }
+}
+
+impl Drop for Unwritable<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr")
+            .arg("-i")
+            .arg(self.0)
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+#[test]
+fn a_read_only_store_is_a_startup_error_naming_it() {
+    let project = Project::new(&["echo"], "");
+    let path = project.path().join("kiln.db");
+    let _unwritable = Unwritable::new(&path);
+    let mut host = project.host();
+    let exit = host.wait("starting on a read-only store");
+    assert_eq!(exit.code(), Some(3), "{}", project.host_logs());
+    let logs = project.host_logs();
+    let message = format!("job store `{}` is read-only", path.display());
+    assert!(logs.contains(&message), "{logs}");
+}
+
+#[test]
+fn a_job_command_on_a_locked_store_gives_up_naming_it() {
+    let project = Project::new(&["echo"], "");
+    let path = project.path().join("kiln.db");
+    let holder = rusqlite::Connection::open(&path).unwrap();
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let out = project.run(&["enqueue", "echo"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    let named = format!("`{}`", path.display());
+    assert!(
+        stderr.contains(&named) && stderr.contains("locked"),
+        "{stderr}"
+    );
+    holder.execute_batch("ROLLBACK").unwrap();
 }

@@ -7,7 +7,8 @@
 //! - `settler`: writes finished jobs' settlements in batches.
 //! - `renewer`: renews the leases of running jobs in one batch, and learns of jobs cancelled
 //!   or taken over while they run.
-//! - `reaper`: returns jobs of dead hosts to their queues and prunes finished ones.
+//! - `reaper`: returns jobs of dead hosts to their queues and prunes finished ones, and
+//!   stops the worker when its store file was deleted or replaced.
 //!
 //! Shutdown is injected (`run(shutdown)`): claiming stops at once, running jobs get
 //! `shutdown_grace` to finish, then their sandboxes are interrupted and the jobs released
@@ -26,7 +27,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -145,9 +146,11 @@ impl<S: JobStore + 'static> Worker<S> {
         self
     }
 
-    /// Runs until `shutdown` resolves, then drains as the module doc describes.
+    /// Runs until `shutdown` resolves, then drains as the module doc describes. Fails, once
+    /// drained, when the store went away underneath (`StoreError::Gone`).
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let (shared, interrupt) = (self.shared, self.interrupt);
+        // A child token: the worker cancels it itself when its store is gone.
+        let (shared, interrupt) = (self.shared, self.interrupt.child_token());
         for (name, queue) in &shared.config.queues {
             if queue.paused {
                 shared.store.pause(name).await?;
@@ -167,15 +170,23 @@ impl<S: JobStore + 'static> Worker<S> {
         let settler = tokio::spawn(settler::settler(shared.clone(), self.settlements));
         let background = CancellationToken::new();
         let renewer = tokio::spawn(renewer::renewer(shared.clone(), background.clone()));
-        let reaper = tokio::spawn(reaper::reaper(shared.clone(), background.clone()));
+        let (gone_tx, mut gone) = oneshot::channel();
+        let reaper = tokio::spawn(reaper::reaper(shared.clone(), background.clone(), gone_tx));
         let threads = tokio::runtime::Handle::current().metrics().num_workers();
         tracing::info!(owner = %shared.owner, queues = shared.config.queues.len(), threads, "worker started");
 
         tokio::pin!(shutdown);
+        let mut fatal = None;
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
                 () = interrupt.cancelled() => break,
+                Ok(error) = &mut gone => {
+                    tracing::error!("{error}: stopping the host");
+                    fatal = Some(error);
+                    interrupt.cancel();
+                    break;
+                }
                 Some(job) = jobs_rx.recv() => { jobs.spawn(job); }
                 Some(_) = jobs.join_next(), if !jobs.is_empty() => {}
             }
@@ -216,6 +227,9 @@ impl<S: JobStore + 'static> Worker<S> {
         let _ = reaper.await;
         drop(shared);
         settler.await?;
+        if let Some(error) = fatal {
+            return Err(error.into());
+        }
         tracing::info!("worker stopped");
         Ok(())
     }

@@ -1,22 +1,38 @@
 //! The reaper: returns jobs whose host died (their lease expired) to their queues, promotes
-//! due delayed jobs, and prunes finished jobs past their queue's retention.
+//! due delayed jobs, and prunes finished jobs past their queue's retention. Each round
+//! first checks that the store is still the one opened (`JobStore::check`): a store file
+//! deleted or replaced under the host stops it, since nothing it writes would be seen.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use crate::registry::describe;
-use crate::store::JobStore;
+use crate::store::{JobStore, StoreError};
 
 /// How often the reaper recovers expired leases and prunes finished jobs.
 const REAP_EVERY: Duration = Duration::from_secs(5);
 
-/// Returns jobs of dead hosts to their queues and prunes finished jobs past retention.
-pub(super) async fn reaper<S: JobStore>(shared: Arc<Shared<S>>, stop: CancellationToken) {
+/// Returns jobs of dead hosts to their queues and prunes finished jobs past retention;
+/// sends on `gone` (and returns) when the store is gone.
+pub(super) async fn reaper<S: JobStore>(
+    shared: Arc<Shared<S>>,
+    stop: CancellationToken,
+    gone: oneshot::Sender<StoreError>,
+) {
     let retention = &shared.config.retention;
     loop {
+        match shared.store.check().await {
+            Err(error @ StoreError::Gone { .. }) => {
+                let _ = gone.send(error);
+                return;
+            }
+            Err(error) => tracing::warn!("failed to check the job store: {}", describe(&error)),
+            Ok(()) => {}
+        }
         let now = shared.clock.now();
         match shared.store.recover(now).await {
             Ok(0) => {}
