@@ -10,6 +10,7 @@ mod redis_hosts;
 mod redis_server;
 mod registry;
 mod sandbox;
+mod stall;
 mod store;
 mod tcp;
 mod util;

@@ -7,6 +7,8 @@
 //! - `settler`: writes finished jobs' settlements in batches.
 //! - `renewer`: renews the leases of running jobs in one batch, and learns of jobs cancelled
 //!   or taken over while they run.
+//! - `contact`: how long the store has been reachable without a break, which decides when
+//!   the reaper may take back expired leases (the rule is written there).
 //! - `reaper`: returns jobs of dead hosts to their queues and prunes finished ones, and
 //!   stops the worker when its store file was deleted or replaced.
 //!
@@ -19,6 +21,7 @@
 
 mod attempt;
 mod claim;
+mod contact;
 mod reaper;
 mod renewer;
 mod settler;
@@ -37,7 +40,7 @@ use crate::events::Events;
 use crate::host_api::ChildEnqueuer;
 use crate::ops::Ops;
 use crate::registry::Registry;
-use crate::store::{Job, JobStore, Settlement};
+use crate::store::{Job, JobStore, Settlement, StoreResult};
 
 /// Why a running job's sandbox was interrupted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +93,19 @@ struct Shared<S> {
     events: Events,
     /// What handlers' `enqueue` calls go through: the same rules as every producer.
     children: Arc<dyn ChildEnqueuer>,
+    /// How long the store has been reachable without a break (see `contact`).
+    contact: contact::Contact,
+}
+
+impl<S: JobStore> Shared<S> {
+    /// Awaits one store call, recording in `contact` whether and how fast it answered.
+    async fn observed<T>(&self, call: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
+        let call_in_flight = self.contact.begin(self.clock.now());
+        let result = call.await;
+        self.contact
+            .end(call_in_flight, self.clock.now(), result.is_ok());
+        result
+    }
 }
 
 /// Claims and runs jobs until shut down.
@@ -112,6 +128,7 @@ impl<S: JobStore + 'static> Worker<S> {
         let owner = format!("{}-{}", std::process::id(), uuid::Uuid::now_v7().simple());
         let global = Arc::new(Semaphore::new(config.host.concurrency));
         let children = Ops::new(config.clone(), store.clone()).with_clock(clock.clone());
+        let contact = contact::Contact::new(clock.now(), config.host.lease);
         Worker {
             shared: Arc::new(Shared {
                 children: Arc::new(children),
@@ -124,6 +141,7 @@ impl<S: JobStore + 'static> Worker<S> {
                 settle,
                 global,
                 events: Events::default(),
+                contact,
             }),
             settlements,
             interrupt: CancellationToken::new(),

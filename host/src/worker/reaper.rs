@@ -1,5 +1,6 @@
-//! The reaper: returns jobs whose host died (their lease expired) to their queues, promotes
-//! due delayed jobs, and prunes finished jobs past their queue's retention. Each round
+//! The reaper: returns jobs whose host died (their lease expired) to their queues (only
+//! after a lease period of unbroken contact with the store, see `contact`), promotes due
+//! delayed jobs, and prunes finished jobs past their queue's retention. Each round
 //! first checks that the store is still the one opened (`JobStore::check`): a store file
 //! deleted or replaced under the host stops it, since nothing it writes would be seen.
 
@@ -25,7 +26,7 @@ pub(super) async fn reaper<S: JobStore>(
 ) {
     let retention = &shared.config.retention;
     loop {
-        match shared.store.check().await {
+        match shared.observed(shared.store.check()).await {
             Err(error @ StoreError::Gone { .. }) => {
                 let _ = gone.send(error);
                 return;
@@ -34,12 +35,20 @@ pub(super) async fn reaper<S: JobStore>(
             Ok(()) => {}
         }
         let now = shared.clock.now();
-        match shared.store.recover(now).await {
-            Ok(0) => {}
-            Ok(n) => tracing::warn!(jobs = n, "recovered jobs whose lease expired"),
-            Err(error) => tracing::warn!("failed to recover expired leases: {}", describe(&error)),
+        if shared.contact.steady(now) {
+            match shared.observed(shared.store.recover(now)).await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(jobs = n, "recovered jobs whose lease expired"),
+                Err(error) => {
+                    tracing::warn!("failed to recover expired leases: {}", describe(&error))
+                }
+            }
+        } else {
+            tracing::debug!(
+                "not taking back expired leases: the store has not answered steadily for a lease"
+            );
         }
-        if let Err(error) = shared.store.prune(retention, now).await {
+        if let Err(error) = shared.observed(shared.store.prune(retention, now)).await {
             tracing::warn!("failed to prune finished jobs: {}", describe(&error));
         }
         tokio::select! {
