@@ -16,8 +16,12 @@ pub struct Project {
 }
 
 impl Project {
+    /// A project on the embedded store `kiln.db`, created (as `kiln run` would) so the job
+    /// commands find it.
     pub fn new(handlers: &[&str], host_keys: &str) -> Project {
-        Self::with_store(handlers, host_keys, "[store]\npath = \"kiln.db\"\n")
+        let project = Self::with_store(handlers, host_keys, "[store]\npath = \"kiln.db\"\n");
+        project.store();
+        project
     }
 
     /// A project whose config has `store` as its `[store]` table (and anything after it).
@@ -67,10 +71,22 @@ impl Project {
     }
 
     pub fn run(&self, args: &[&str]) -> Output {
-        self.kiln().args(args).output().expect("kiln runs")
+        self.run_with(args, &[])
+    }
+
+    /// `kiln ARGS` with `env` added to its environment (config overrides).
+    pub fn run_with(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut command = self.kiln();
+        command.args(args).envs(env.iter().copied());
+        command.output().expect("kiln runs")
     }
 
     pub fn host(&self) -> Host {
+        self.host_with(&[])
+    }
+
+    /// A `kiln run` with `env` added to its environment (config overrides).
+    pub fn host_with(&self, env: &[(&str, &str)]) -> Host {
         let log = std::fs::File::create(
             self.path()
                 .join(format!("host-{}.log", Instant::now().elapsed().as_nanos())),
@@ -79,6 +95,7 @@ impl Project {
         let child = self
             .kiln()
             .arg("run")
+            .envs(env.iter().copied())
             .env("KILN_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -99,15 +116,28 @@ pub struct Host {
 
 impl Host {
     pub fn terminate(mut self) -> std::process::ExitStatus {
+        self.signal("TERM");
+        self.wait("SIGTERM")
+    }
+
+    /// Sends `kill -SIGNAL` to the host, by pid.
+    pub fn signal(&self, signal: &str) {
         let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap();
         assert!(sent.success());
+    }
+
+    /// Waits (bounded) for the host to exit, after `what`.
+    pub fn wait(&mut self, what: &str) -> std::process::ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "host did not stop after SIGTERM");
+            assert!(Instant::now() < deadline, "host did not stop after {what}");
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -325,4 +355,194 @@ async fn a_host_killed_mid_run_loses_no_job() {
         "the killed host's jobs were recovered with a lost attempt"
     );
     assert!(second.terminate().success());
+}
+
+/// Polls (real time, bounded: the host is a real process) until `done` holds.
+pub fn until(what: &str, project: &Project, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting until {what}; host logs:\n{}",
+            project.host_logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The job `id` as `kiln status --json` shows it.
+pub fn status(project: &Project, id: &str) -> Value {
+    let out = project.run(&["status", id, "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Two signals while a job on its last attempt runs: the second interrupts it and hands it
+/// back uncounted, so after a restart it runs again and ends by its handler's own result.
+pub fn two_signals_hand_back_the_last_attempt(project: &Project) {
+    let out = project.run(&["enqueue", "spin"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let id = text(&out.stdout).trim().to_owned();
+    let mut host = project.host();
+    until("the job runs", project, || {
+        status(project, &id)["state"] == "active"
+    });
+    host.signal("TERM");
+    until("the host starts its graceful shutdown", project, || {
+        project.host_logs().contains("signal received")
+    });
+    host.signal("TERM");
+    let exit = host.wait("two SIGTERMs");
+    assert_eq!(exit.code(), Some(130), "{}", project.host_logs());
+    let job = status(project, &id);
+    assert_eq!(job["state"], "waiting", "{job}");
+    assert_eq!(
+        job["attempts"], 0,
+        "the interrupted attempt is not counted: {job}"
+    );
+
+    // Restarted with a fuel budget, `spin` ends by running out of it: its own result.
+    let host = project.host_with(&[("KILN_HANDLERS__SPIN__FUEL", "50000000")]);
+    until("the job ends", project, || {
+        status(project, &id)["state"] == "failed"
+    });
+    let job = status(project, &id);
+    let error = job["error"].as_str().unwrap_or_default();
+    assert!(!error.contains("lease expired"), "{job}");
+    let outcomes: Vec<&Value> = job["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| &a["outcome"])
+        .collect();
+    assert_eq!(outcomes, ["out-of-fuel"], "{job}");
+    assert!(host.terminate().success());
+}
+
+/// The `spin` job's config for [`two_signals_hand_back_the_last_attempt`]: one attempt, no
+/// deadline or fuel to end it before the signals do, and a grace longer than the test.
+pub const LAST_ATTEMPT_SPIN: &str =
+    "shutdown_grace = \"1h\"\n[handlers.spin]\nmax_attempts = 1\ntimeout = \"1h\"\n";
+
+#[test]
+fn two_signals_do_not_use_up_the_last_attempt() {
+    let project = Project::new(&["spin"], LAST_ATTEMPT_SPIN);
+    two_signals_hand_back_the_last_attempt(&project);
+}
+
+#[test]
+fn the_job_commands_do_not_create_a_store() {
+    let project = Project::new(&["echo"], "");
+    let path = project.path().join("nonexistent/dir/x.db");
+    let env = [("KILN_STORE__PATH", path.to_str().unwrap())];
+    for args in [&["enqueue", "echo"][..], &["stats"]] {
+        let out = project.run_with(args, &env);
+        assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains(&format!("job store `{}` does not exist", path.display())),
+            "{stderr}"
+        );
+    }
+    assert!(
+        !project.path().join("nonexistent").exists(),
+        "nothing created"
+    );
+}
+
+#[test]
+fn kiln_run_creates_a_missing_store_and_says_so() {
+    let project = Project::new(&["echo"], "");
+    let path = project.path().join("new/x.db");
+    let host = project.host_with(&[("KILN_STORE__PATH", path.to_str().unwrap())]);
+    until("the host runs", &project, || {
+        project.host_logs().contains("worker started")
+    });
+    assert!(
+        project
+            .host_logs()
+            .contains("created a new, empty job store"),
+        "{}",
+        project.host_logs()
+    );
+    assert!(path.exists());
+    assert!(host.terminate().success());
+    let env = [("KILN_STORE__PATH", path.to_str().unwrap())];
+    let out = project.run_with(&["enqueue", "echo"], &env);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_host_whose_store_file_is_deleted_stops_naming_it() {
+    let project = Project::new(&["echo"], "");
+    let mut host = project.host();
+    until("the host runs", &project, || {
+        project.host_logs().contains("worker started")
+    });
+    let path = project.path().join("kiln.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    let exit = host.wait("its store file was deleted");
+    assert_eq!(exit.code(), Some(3), "{}", project.host_logs());
+    let logs = project.host_logs();
+    let message = format!("job store `{}` was deleted or replaced", path.display());
+    assert!(logs.contains(&message), "{logs}");
+}
+
+/// Makes `path` unwritable for this process: `chmod 444`, and for root (which permissions do
+/// not stop) the immutable attribute; undone on drop so the temp dir can be removed.
+struct Unwritable<'a>(&'a Path);
+
+impl<'a> Unwritable<'a> {
+    fn new(path: &'a Path) -> Self {
+        use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o444)).unwrap();
+        let root = std::fs::metadata(path).unwrap().uid() == 0;
+        if root {
+            let status = Command::new("chattr").arg("+i").arg(path).status();
+            assert!(status.is_ok_and(|s| s.success()), "chattr +i failed");
+        }
+        Unwritable(path)
+    }
+}
+
+impl Drop for Unwritable<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr")
+            .arg("-i")
+            .arg(self.0)
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+#[test]
+fn a_read_only_store_is_a_startup_error_naming_it() {
+    let project = Project::new(&["echo"], "");
+    let path = project.path().join("kiln.db");
+    let _unwritable = Unwritable::new(&path);
+    let mut host = project.host();
+    let exit = host.wait("starting on a read-only store");
+    assert_eq!(exit.code(), Some(3), "{}", project.host_logs());
+    let logs = project.host_logs();
+    let message = format!("job store `{}` is read-only", path.display());
+    assert!(logs.contains(&message), "{logs}");
+}
+
+#[test]
+fn a_job_command_on_a_locked_store_gives_up_naming_it() {
+    let project = Project::new(&["echo"], "");
+    let path = project.path().join("kiln.db");
+    let holder = rusqlite::Connection::open(&path).unwrap();
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let out = project.run(&["enqueue", "echo"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    let named = format!("`{}`", path.display());
+    assert!(
+        stderr.contains(&named) && stderr.contains("locked"),
+        "{stderr}"
+    );
+    holder.execute_batch("ROLLBACK").unwrap();
 }

@@ -12,6 +12,7 @@ mod redis_hosts;
 mod redis_server;
 mod registry;
 mod sandbox;
+mod stall;
 mod store;
 mod tcp;
 mod util;

@@ -1,6 +1,7 @@
 //! Many `kiln run` processes sharing one Redis: every job completes exactly once, a host
-//! killed with `kill -9` has its jobs finished by the others, and a Redis restart mid-run
-//! (append-only file on) loses nothing.
+//! killed with `kill -9` has its jobs finished by the others, a Redis restart mid-run
+//! (append-only file on) loses nothing, and a Redis stalled longer than the lease takes no
+//! job from a host that is alive while the CLI says the store is unreachable.
 
 use std::time::{Duration, Instant};
 
@@ -9,7 +10,7 @@ use kiln::store::{
     Timestamp,
 };
 
-use crate::cli::{Host, Project};
+use crate::cli::{Host, LAST_ATTEMPT_SPIN, Project, two_signals_hand_back_the_last_attempt};
 use crate::redis_server::RedisServer;
 
 /// Keeps every finished job, so the tests can inspect all of them.
@@ -134,4 +135,48 @@ async fn a_redis_restart_mid_run_loses_no_job() {
     for host in hosts {
         assert!(host.terminate().success(), "hosts survive the restart");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_stall_longer_than_the_lease_takes_no_job_from_a_live_host() {
+    const LEASE: Duration = Duration::from_secs(2);
+    let redis = RedisServer::start();
+    let project = project(&redis, &["progress"], "lease = \"2s\"");
+    let store = store(&redis).await;
+    enqueue(&store, "progress", r#"{"pause_ms":1000}"#, 1).await;
+    let host = project.host();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while all_jobs(&store).await[0].state != JobState::Active {
+        assert!(Instant::now() < deadline, "the job never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    redis.stall();
+    // A job command against the stopped server ends, saying which store it could not reach.
+    let out = project.run(&["stats"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains(&redis.url()), "{stderr}");
+    // The stall itself, whatever the command took: twice the lease.
+    std::thread::sleep(2 * LEASE);
+    redis.resume();
+
+    until_succeeded(&project, &store, 1, Duration::from_secs(60)).await;
+    let job = &all_jobs(&store).await[0];
+    let outcomes: Vec<OutcomeClass> = job.history.iter().map(|a| a.outcome).collect();
+    assert_eq!(
+        outcomes,
+        [OutcomeClass::Ok],
+        "ran once, kept by its host: {job:?}"
+    );
+    assert_eq!(job.attempts, 1);
+    assert!(host.terminate().success());
+}
+
+#[test]
+fn two_signals_do_not_use_up_the_last_attempt_on_redis() {
+    let redis = RedisServer::start();
+    let store = format!("[store]\nurl = \"{}\"\n", redis.url());
+    let project = Project::with_store(&["spin"], LAST_ATTEMPT_SPIN, &store);
+    two_signals_hand_back_the_last_attempt(&project);
 }

@@ -188,6 +188,27 @@ impl RedisServer {
         }
     }
 
+    /// Sends `kill -SIGNAL` to the process, by pid.
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("the server runs");
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(sent.success(), "kill -{signal} failed");
+    }
+
+    /// Stops the process where it is (SIGSTOP): its sockets stay open and accept
+    /// connections, but nothing answers, as with a server stalled by swapping or a debugger.
+    pub fn stall(&self) {
+        self.signal("STOP");
+    }
+
+    /// Lets a stalled process run again (SIGCONT); it answers what was sent meanwhile.
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
     /// Starts the server again on the same port and directory (after `kill`).
     pub fn restart(&mut self) {
         self.kill();

@@ -19,10 +19,15 @@ use tokio::sync::oneshot;
 use crate::util::{guest, install, runtime};
 
 /// A clock that moves only when the test says so.
-struct ManualClock(AtomicI64);
+pub struct ManualClock(AtomicI64);
 
 impl ManualClock {
-    fn advance(&self, by: Duration) {
+    /// A clock standing at `ms` milliseconds since the Unix epoch.
+    pub fn at(ms: i64) -> Self {
+        ManualClock(AtomicI64::new(ms))
+    }
+
+    pub fn advance(&self, by: Duration) {
         self.0
             .fetch_add(i64::try_from(by.as_millis()).unwrap(), Ordering::SeqCst);
     }
@@ -46,7 +51,7 @@ struct TestHost {
     worker: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
-const START: i64 = 1_800_000_000_000;
+pub const START: i64 = 1_800_000_000_000;
 
 impl TestHost {
     async fn start(handlers: &[&str], extra_config: &str) -> TestHost {

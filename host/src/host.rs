@@ -1,9 +1,10 @@
 //! `host::run(config, shutdown)`: one Kiln host, the library entry point `kiln run` calls.
 //!
-//! It opens the job store, builds the wasmtime runtime sized for the host's concurrency,
-//! then runs side by side until `shutdown` resolves: the first load of the handlers
-//! directory (each handler serves as soon as it is compiled), the reloader watching the
-//! directory, and the worker (with its settler, renewer and reaper).
+//! It opens the job store (creating an embedded store file that is missing, the one place
+//! that does), builds the wasmtime runtime sized for the host's concurrency, then runs side
+//! by side until `shutdown` resolves: the first load of the handlers directory (each handler
+//! serves as soon as it is compiled), the reloader watching the directory, and the worker
+//! (with its settler, renewer and reaper).
 //! Every part reports to one [`Events`], so the log lines (and whatever else subscribes)
 //! see the whole host.
 
@@ -11,6 +12,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
 
 use crate::clock::SystemClock;
 use crate::config::{Config, StoreConfig};
@@ -18,50 +20,87 @@ use crate::engine::{Runtime, RuntimeSettings};
 use crate::events::Events;
 use crate::registry::{Change, Registry, compile_budget};
 use crate::reload::Watcher;
-use crate::store::AnyStore;
+use crate::store::{AnyStore, Role, StoreResult};
 use crate::worker::Worker;
 
 /// Runs a host until `shutdown` resolves and its running jobs have drained (see `Worker`).
 pub async fn run(config: Arc<Config>, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    run_with(config, Events::logging(), shutdown).await
+    run_with(
+        config,
+        Events::logging(),
+        shutdown,
+        CancellationToken::new(),
+    )
+    .await
 }
 
-/// [`run`], reporting to `events` instead of only the log.
+/// [`run`], reporting to `events` instead of only the log; cancelling `interrupt` cuts the
+/// shutdown grace short (see [`Worker::with_interrupt`]).
 pub async fn run_with(
     config: Arc<Config>,
     events: Events,
     shutdown: impl Future<Output = ()>,
+    interrupt: CancellationToken,
 ) -> anyhow::Result<()> {
-    let store = Arc::new(open_store(&config).await?);
+    let store = Arc::new(open_or_create_store(&config).await?);
     let registry = Arc::new(handlers(&config, &events)?);
     let dir = registry.dir().to_owned();
     let _watcher = Watcher::start(registry.clone())
         .with_context(|| format!("failed to watch handlers directory `{}`", dir.display()))?;
     let loading = tokio::spawn(load_all(registry.clone()));
-    let worker = Worker::new(store, registry, config, Arc::new(SystemClock)).with_events(events);
+    let worker = Worker::new(store, registry, config, Arc::new(SystemClock))
+        .with_events(events)
+        .with_interrupt(interrupt);
     let result = worker.run(shutdown).await;
     loading.abort();
     result
 }
 
-/// Opens the job store the configuration names, saying which one on failure.
+/// Opens the job store the configuration names for a job command, saying which one on
+/// failure. An embedded store file that does not exist is refused, not created: only
+/// `kiln run` creates stores.
 pub async fn open_store(config: &Config) -> anyhow::Result<AnyStore> {
-    if let StoreConfig::Embedded { path, .. } = &config.store
-        && let Some(parent) = path.parent()
-    {
-        std::fs::create_dir_all(parent).with_context(|| {
-            format!(
-                "failed to create job store directory `{}`",
-                parent.display()
-            )
-        })?;
-    }
-    let opened = config.store.open(config.job_defaults()).await;
-    opened.with_context(|| match &config.store {
-        StoreConfig::Embedded { path, .. } => {
-            format!("failed to open job store `{}`", path.display())
+    named(&config.store, config.store.open(Role::Command, config.job_defaults()).await)
+}
+
+/// Opens the job store for a host, creating a missing embedded store file (and its
+/// directory) and saying so in the log.
+async fn open_or_create_store(config: &Config) -> anyhow::Result<AnyStore> {
+    let created = match &config.store {
+        StoreConfig::Embedded { path, .. } if !path.exists() => {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).with_context(|| {
+                    format!(
+                        "failed to create job store directory `{}`",
+                        parent.display()
+                    )
+                })?;
+            }
+            Some(path)
         }
-        StoreConfig::Redis(_) => "failed to connect to the Redis job store".to_owned(),
+        _ => None,
+    };
+    let store = named(&config.store, config.store.open(Role::Host, config.job_defaults()).await)?;
+    if let Some(path) = created {
+        tracing::info!(path = %path.display(), "created a new, empty job store");
+    }
+    Ok(store)
+}
+
+/// `opened`, its error saying which store failed to open (unless it says so already).
+fn named(store: &StoreConfig, opened: StoreResult<AnyStore>) -> anyhow::Result<AnyStore> {
+    opened.map_err(|error| match store {
+        StoreConfig::Embedded { path, .. } => {
+            let path = format!("`{}`", path.display());
+            if error.to_string().contains(&path) {
+                error.into()
+            } else {
+                anyhow::Error::new(error).context(format!("failed to open job store {path}"))
+            }
+        }
+        StoreConfig::Redis(_) => {
+            anyhow::Error::new(error).context("failed to connect to the Redis job store")
+        }
     })
 }
 

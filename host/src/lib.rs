@@ -10,8 +10,9 @@
 //! - `host`: `host::run(config, shutdown)`, one host: store, runtime, registry, reloader and
 //!   worker started side by side.
 //! - `worker/`: `claim.rs` the claim loops, `attempt.rs` one attempt to its settlement and the
-//!   retry policy, `settler.rs` batched settles, `renewer.rs` lease renewal, `reaper.rs`
-//!   recovery of expired leases and pruning.
+//!   retry policy, `settler.rs` batched settles, `renewer.rs` lease renewal, `contact.rs`
+//!   when the store has answered steadily enough to take leases back, `reaper.rs` recovery
+//!   of expired leases and pruning.
 //! - `events`: the observer of attempts, settlements and handler loads; the log lines are one.
 //! - `clock`: where the time comes from (tests drive it).
 //! - `engine`: the wasmtime engine, epoch ticker, linker and pool slots ([`Runtime`]).

@@ -27,7 +27,7 @@ use crate::config::Config;
 use crate::engine::RuntimeSettings;
 use crate::ops::{ErrorClass, OpsError};
 use crate::registry::{compile_child_main, describe};
-use crate::store::StoreError;
+use crate::store::{StoreConfig, StoreError};
 
 pub use crate::host::open_store;
 
@@ -188,10 +188,26 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Command::Handlers { json } => handlers::handlers(&config, json).await,
             Command::Run => host::run(config).await,
-            Command::Logs(args) => logs::run(args, config).await,
-            command => jobs::run(command, config).await,
+            command => {
+                let store = config.store.clone();
+                let done = match command {
+                    Command::Logs(args) => logs::run(args, config).await,
+                    command => jobs::run(command, config).await,
+                };
+                done.map_err(|error| name_the_store(error, &store))
+            }
         }
     })
+}
+
+/// `error`, saying which store could not be reached when it is that and does not say so.
+fn name_the_store(error: anyhow::Error, store: &StoreConfig) -> anyhow::Error {
+    let named = store.to_string();
+    if exit_code(&error) == EXIT_UNAVAILABLE && !format!("{error:#}").contains(&named) {
+        error.context(format!("job store {named} is unreachable"))
+    } else {
+        error
+    }
 }
 
 /// A multi-threaded runtime with `threads` workers (one per CPU when `None`).
@@ -223,7 +239,10 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
                 ErrorClass::Conflict | ErrorClass::Internal => EXIT_FAILED,
             };
         }
-        if let Some(StoreError::Backend { .. }) = cause.downcast_ref::<StoreError>() {
+        if cause
+            .downcast_ref::<StoreError>()
+            .is_some_and(StoreError::is_unavailable)
+        {
             return EXIT_UNAVAILABLE;
         }
     }

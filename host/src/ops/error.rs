@@ -96,10 +96,9 @@ impl From<StoreError> for OpsError {
             StoreError::NotFound(id) => OpsError::JobNotFound(id),
             StoreError::InvalidState { .. } => OpsError::Conflict(error.to_string()),
             StoreError::InvalidJob { .. } => OpsError::invalid("job", error.to_string()),
-            StoreError::Backend { .. } => OpsError::Unavailable(error),
-            StoreError::LeaseNotHeld { .. }
-            | StoreError::Corrupt { .. }
-            | StoreError::IncompatibleSchema { .. } => OpsError::Store(error),
+            error if error.is_unavailable() => OpsError::Unavailable(error),
+            // `LeaseNotHeld`, `Corrupt`, `IncompatibleSchema`.
+            error => OpsError::Store(error),
         }
     }
 }

@@ -1,13 +1,16 @@
 //! The store chosen at run time: [`StoreConfig`] (what `[store]` in the config names) and
 //! [`AnyStore`], an enum that delegates each `JobStore` call to the embedded or the Redis
-//! store, so callers stay generic-free and nothing needs `dyn`.
+//! store, so callers stay generic-free and nothing needs `dyn`. [`Role`] says who opens
+//! it: a host (creates a missing file, rides out Redis restarts) or a job command (refuses a
+//! missing file, fails fast on an unreachable Redis).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{
     CancelOutcome, Durability, EmbeddedStore, Enqueued, Job, JobDefaults, JobStore, ListFilter,
-    NewJob, Page, Progress, QueueCounts, RedisStore, RedisTarget, RenewReport, RetentionPolicy,
+    NewJob, Page, Patience, Progress, QueueCounts, RedisStore, RedisTarget, RenewReport,
+    RetentionPolicy,
     RetryTarget, Settlement, StoreResult, Timestamp,
 };
 
@@ -16,7 +19,7 @@ use super::{
 pub enum StoreConfig {
     /// One SQLite file, shared by the host and the CLI on this machine.
     Embedded {
-        /// The database file; created if missing.
+        /// The database file; created if missing by `kiln run` only.
         path: PathBuf,
         durability: Durability,
     },
@@ -24,16 +27,30 @@ pub enum StoreConfig {
     Redis(RedisTarget),
 }
 
+/// Who opens a store, which decides how forgiving opening and using it are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `kiln run`: creates a missing embedded store file (and says so in its log), and
+    /// rides out a Redis restart by reconnecting with backoff ([`Patience::RideOut`]).
+    Host,
+    /// A job command: refuses a missing embedded store file (`StoreError::Missing`), and
+    /// gives Redis one connect attempt and each reply a short timeout
+    /// ([`Patience::FailFast`]), so an unreachable store ends the command with an error.
+    Command,
+}
+
 impl StoreConfig {
-    /// Opens the store this names: the SQLite file (on a blocking thread, creating it if
-    /// needed), or a connection to Redis that gives jobs an outside producer left without
-    /// priority or max_attempts the values in `defaults` (`Config::job_defaults`).
-    pub async fn open(&self, defaults: JobDefaults) -> StoreResult<AnyStore> {
+    /// Opens the store this names for `role`: the SQLite file (on a blocking thread), or a
+    /// connection to Redis that gives jobs an outside producer left without priority or
+    /// max_attempts the values in `defaults` (`Config::job_defaults`).
+    pub async fn open(&self, role: Role, defaults: JobDefaults) -> StoreResult<AnyStore> {
         match self {
             StoreConfig::Embedded { path, durability } => {
                 let (path, durability) = (path.clone(), *durability);
-                let open =
-                    tokio::task::spawn_blocking(move || EmbeddedStore::open(path, durability));
+                let open = tokio::task::spawn_blocking(move || match role {
+                    Role::Host => EmbeddedStore::open(path, durability),
+                    Role::Command => EmbeddedStore::open_existing(path, durability),
+                });
                 let store = open.await.map_err(|join| super::StoreError::Backend {
                     context: "open the job store".to_owned(),
                     source: Box::new(join),
@@ -41,9 +58,24 @@ impl StoreConfig {
                 Ok(AnyStore::Embedded(store))
             }
             StoreConfig::Redis(target) => {
-                let store = RedisStore::open_with_defaults(target.clone(), defaults).await?;
+                let patience = match role {
+                    Role::Host => Patience::RideOut,
+                    Role::Command => Patience::FailFast,
+                };
+                let target = target.clone().with_patience(patience);
+                let store = RedisStore::open_with_defaults(target, defaults).await?;
                 Ok(AnyStore::Redis(store))
             }
+        }
+    }
+}
+
+impl std::fmt::Display for StoreConfig {
+    /// The store as an error message names it: the file, or the Redis URLs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreConfig::Embedded { path, .. } => write!(f, "`{}`", path.display()),
+            StoreConfig::Redis(target) => write!(f, "redis at {}", target.urls().join(", ")),
         }
     }
 }
@@ -82,6 +114,10 @@ macro_rules! delegate {
 }
 
 impl JobStore for AnyStore {
+    async fn check(&self) -> StoreResult<()> {
+        delegate!(self, s => s.check())
+    }
+
     async fn enqueue(&self, jobs: Vec<NewJob>, now: Timestamp) -> StoreResult<Vec<Enqueued>> {
         delegate!(self, s => s.enqueue(jobs, now))
     }

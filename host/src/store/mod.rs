@@ -39,14 +39,14 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use any::{AnyStore, StoreConfig};
+pub use any::{AnyStore, Role, StoreConfig};
 pub use defaults::JobDefaults;
 pub use embedded::{Durability, EmbeddedStore};
 pub use job::{
     AttemptRecord, DEFAULT_MAX_ATTEMPTS, Job, JobState, Lease, NewJob, OutcomeClass, Progress,
     Timestamp, UnknownJobState,
 };
-pub use redis::{RedisEndpoint, RedisStore, RedisTarget};
+pub use redis::{Patience, RedisEndpoint, RedisStore, RedisTarget};
 pub use retention::{Keep, Retention, RetentionPolicy};
 
 /// One result of `enqueue`, in the order of the input jobs.
@@ -239,6 +239,26 @@ pub enum StoreError {
         /// Newest version this build understands.
         supported: i64,
     },
+    /// The embedded store file does not exist, and this caller does not create stores
+    /// (only `kiln run` does: a mistyped path must not become a new, empty store).
+    #[error("job store `{}` does not exist (`kiln run` creates it)", path.display())]
+    Missing {
+        /// The store file.
+        path: PathBuf,
+    },
+    /// The embedded store file cannot be written (its permissions, a read-only mount).
+    #[error("job store `{}` is read-only", path.display())]
+    ReadOnly {
+        /// The store file.
+        path: PathBuf,
+    },
+    /// The embedded store file was deleted or replaced since this handle opened it: what
+    /// is written through the handle reaches no one else.
+    #[error("job store `{}` was deleted or replaced while in use", path.display())]
+    Gone {
+        /// The store file.
+        path: PathBuf,
+    },
     /// The backend (SQLite, Redis) failed; `context` says what was being done.
     #[error("job store failed to {context}")]
     Backend {
@@ -250,6 +270,20 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// Whether this says the store cannot be reached or used at all (its backend failed, or
+    /// its file is missing, read-only or gone), rather than something about one job.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Backend { .. }
+                | StoreError::Missing { .. }
+                | StoreError::ReadOnly { .. }
+                | StoreError::Gone { .. }
+        )
+    }
+}
+
 /// Result alias for store operations.
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -258,6 +292,13 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// An idle worker calls `wait`, which returns when a job may have become ready: one is
 /// waiting, a delayed one falls due, or something changed (an enqueue, a retry, a release).
 pub trait JobStore: Send + Sync {
+    /// Fails with `Gone` when the store this handle opened is no longer the one at its
+    /// address (an embedded file deleted or replaced underneath); a Redis store always
+    /// passes. The worker's reaper calls it every round.
+    fn check(&self) -> impl Future<Output = StoreResult<()>> + Send {
+        std::future::ready(Ok(()))
+    }
+
     /// Stores a batch of jobs atomically; results are in input order. A job with a
     /// `unique_key` that matches an unfinished job (also one earlier in the same batch) is not
     /// inserted and returns that job's id with `existing: true`.

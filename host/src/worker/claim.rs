@@ -42,10 +42,10 @@ pub(super) fn claim_loop<S: JobStore + 'static>(
                 };
                 let now = shared.clock.now();
                 let lease = shared.config.host.lease;
-                let claimed = shared
+                let claim = shared
                     .store
-                    .claim(&queue, permits.len(), &shared.owner, lease, now)
-                    .await;
+                    .claim(&queue, permits.len(), &shared.owner, lease, now);
+                let claimed = shared.observed(claim).await;
                 let claimed = match claimed {
                     Ok(claimed) => {
                         failures = 0;

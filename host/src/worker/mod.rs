@@ -7,15 +7,21 @@
 //! - `settler`: writes finished jobs' settlements in batches.
 //! - `renewer`: renews the leases of running jobs in one batch, and learns of jobs cancelled
 //!   or taken over while they run.
-//! - `reaper`: returns jobs of dead hosts to their queues and prunes finished ones.
+//! - `contact`: how long the store has been reachable without a break, which decides when
+//!   the reaper may take back expired leases (the rule is written there).
+//! - `reaper`: returns jobs of dead hosts to their queues and prunes finished ones, and
+//!   stops the worker when its store file was deleted or replaced.
 //!
 //! Shutdown is injected (`run(shutdown)`): claiming stops at once, running jobs get
 //! `shutdown_grace` to finish, then their sandboxes are interrupted and the jobs released
-//! back to the queue with their attempt uncounted. Nothing is lost: whatever is not settled
-//! comes back when its lease expires.
+//! back to the queue with their attempt uncounted. The `interrupt` token
+//! ([`Worker::with_interrupt`]) cuts the grace short: the jobs are interrupted and released
+//! at once, so an attempt cut short by shutdown never uses up a job's last attempt. Nothing
+//! is lost: whatever is not settled comes back when its lease expires.
 
 mod attempt;
 mod claim;
+mod contact;
 mod reaper;
 mod renewer;
 mod settler;
@@ -24,7 +30,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -34,7 +40,7 @@ use crate::events::Events;
 use crate::host_api::ChildEnqueuer;
 use crate::ops::Ops;
 use crate::registry::Registry;
-use crate::store::{Job, JobStore, Settlement};
+use crate::store::{Job, JobStore, Settlement, StoreResult};
 
 /// Why a running job's sandbox was interrupted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,12 +93,28 @@ struct Shared<S> {
     events: Events,
     /// What handlers' `enqueue` calls go through: the same rules as every producer.
     children: Arc<dyn ChildEnqueuer>,
+    /// How long the store has been reachable without a break (see `contact`).
+    contact: contact::Contact,
+}
+
+impl<S: JobStore> Shared<S> {
+    /// Awaits one store call, recording in `contact` whether and how fast it answered.
+    async fn observed<T>(&self, call: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
+        let call_in_flight = self.contact.begin(self.clock.now());
+        let result = call.await;
+        self.contact
+            .end(call_in_flight, self.clock.now(), result.is_ok());
+        result
+    }
 }
 
 /// Claims and runs jobs until shut down.
 pub struct Worker<S> {
     shared: Arc<Shared<S>>,
     settlements: mpsc::UnboundedReceiver<Settling>,
+    /// Cancelled to stop at once: running jobs are interrupted and handed back without
+    /// waiting for `shutdown_grace` (a second signal to `kiln run`).
+    interrupt: CancellationToken,
 }
 
 impl<S: JobStore + 'static> Worker<S> {
@@ -106,6 +128,7 @@ impl<S: JobStore + 'static> Worker<S> {
         let owner = format!("{}-{}", std::process::id(), uuid::Uuid::now_v7().simple());
         let global = Arc::new(Semaphore::new(config.host.concurrency));
         let children = Ops::new(config.clone(), store.clone()).with_clock(clock.clone());
+        let contact = contact::Contact::new(clock.now(), config.host.lease);
         Worker {
             shared: Arc::new(Shared {
                 children: Arc::new(children),
@@ -118,9 +141,19 @@ impl<S: JobStore + 'static> Worker<S> {
                 settle,
                 global,
                 events: Events::default(),
+                contact,
             }),
             settlements,
+            interrupt: CancellationToken::new(),
         }
+    }
+
+    /// Stops the worker at once when `interrupt` is cancelled, before or during the
+    /// shutdown grace: running jobs are interrupted and released back to their queue with
+    /// their attempt uncounted, then `run` returns once those releases are written.
+    pub fn with_interrupt(mut self, interrupt: CancellationToken) -> Self {
+        self.interrupt = interrupt;
+        self
     }
 
     /// Reports every attempt and settlement to `events` (by default they are only logged).
@@ -131,9 +164,11 @@ impl<S: JobStore + 'static> Worker<S> {
         self
     }
 
-    /// Runs until `shutdown` resolves, then drains as the module doc describes.
+    /// Runs until `shutdown` resolves, then drains as the module doc describes. Fails, once
+    /// drained, when the store went away underneath (`StoreError::Gone`).
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let shared = self.shared;
+        // A child token: the worker cancels it itself when its store is gone.
+        let (shared, interrupt) = (self.shared, self.interrupt.child_token());
         for (name, queue) in &shared.config.queues {
             if queue.paused {
                 shared.store.pause(name).await?;
@@ -153,14 +188,23 @@ impl<S: JobStore + 'static> Worker<S> {
         let settler = tokio::spawn(settler::settler(shared.clone(), self.settlements));
         let background = CancellationToken::new();
         let renewer = tokio::spawn(renewer::renewer(shared.clone(), background.clone()));
-        let reaper = tokio::spawn(reaper::reaper(shared.clone(), background.clone()));
+        let (gone_tx, mut gone) = oneshot::channel();
+        let reaper = tokio::spawn(reaper::reaper(shared.clone(), background.clone(), gone_tx));
         let threads = tokio::runtime::Handle::current().metrics().num_workers();
         tracing::info!(owner = %shared.owner, queues = shared.config.queues.len(), threads, "worker started");
 
         tokio::pin!(shutdown);
+        let mut fatal = None;
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
+                () = interrupt.cancelled() => break,
+                Ok(error) = &mut gone => {
+                    tracing::error!("{error}: stopping the host");
+                    fatal = Some(error);
+                    interrupt.cancel();
+                    break;
+                }
                 Some(job) = jobs_rx.recv() => { jobs.spawn(job); }
                 Some(_) = jobs.join_next(), if !jobs.is_empty() => {}
             }
@@ -175,13 +219,21 @@ impl<S: JobStore + 'static> Worker<S> {
             jobs.spawn(job);
         }
         let grace = shared.config.host.shutdown_grace;
-        let drained =
-            tokio::time::timeout(grace, async { while jobs.join_next().await.is_some() {} }).await;
-        if drained.is_err() {
+        let drain = async { while jobs.join_next().await.is_some() {} };
+        let drained = tokio::select! {
+            drained = tokio::time::timeout(grace, drain) => drained.is_ok(),
+            () = interrupt.cancelled() => false,
+        };
+        if !drained {
             let running: Vec<_> = lock(&shared.running).values().cloned().collect();
+            let why = if interrupt.is_cancelled() {
+                "interrupted"
+            } else {
+                "shutdown grace over"
+            };
             tracing::warn!(
                 jobs = running.len(),
-                "shutdown grace over: interrupting running jobs and returning them to the queue"
+                "{why}: interrupting running jobs and returning them to the queue"
             );
             for job in running {
                 job.stop(StopReason::Shutdown);
@@ -193,6 +245,9 @@ impl<S: JobStore + 'static> Worker<S> {
         let _ = reaper.await;
         drop(shared);
         settler.await?;
+        if let Some(error) = fatal {
+            return Err(error.into());
+        }
         tracing::info!("worker stopped");
         Ok(())
     }

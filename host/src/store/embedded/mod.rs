@@ -32,11 +32,12 @@ mod lifecycle;
 mod schema;
 mod wait;
 
-use std::path::Path;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use rusqlite::Connection;
+use rusqlite::{Connection, MAIN_DB, OpenFlags};
 use tokio::sync::Notify;
 
 use super::{
@@ -65,6 +66,10 @@ struct Inner {
     /// The connection. A std `Mutex` because it is only locked on blocking threads, for the
     /// duration of one synchronous SQLite call sequence.
     conn: Mutex<Connection>,
+    /// The file opened, and its identity (device, inode) then: `check` compares them, so a
+    /// host notices its file deleted or replaced instead of writing where no one reads.
+    path: PathBuf,
+    identity: (u64, u64),
     /// Fired after this process makes jobs ready, so local `wait`ers wake without polling.
     changed: Notify,
 }
@@ -81,15 +86,47 @@ impl EmbeddedStore {
     /// Opens (creating if needed) the store file at `path`, switching it to WAL mode and
     /// creating or checking the schema. Blocks on file I/O; call it at start-up or from a
     /// blocking context.
+    /// A file that cannot be written is refused (`ReadOnly`).
     pub fn open(path: impl AsRef<Path>, durability: Durability) -> StoreResult<Self> {
+        Self::open_with(path.as_ref(), durability, OpenFlags::SQLITE_OPEN_CREATE)
+    }
+
+    /// Opens the store file at `path` like [`open`](Self::open), but never creates one: a
+    /// missing file is `Missing` (what the CLI does, so a mistyped path is an error).
+    pub fn open_existing(path: impl AsRef<Path>, durability: Durability) -> StoreResult<Self> {
         let path = path.as_ref();
+        if !path.exists() {
+            return Err(StoreError::Missing {
+                path: path.to_owned(),
+            });
+        }
+        Self::open_with(path, durability, OpenFlags::empty())
+    }
+
+    fn open_with(path: &Path, durability: Durability, create: OpenFlags) -> StoreResult<Self> {
         let context = format!("open `{}`", path.display());
-        let conn = Connection::open(path).map_err(db(&context))?;
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | create;
+        let conn = Connection::open_with_flags(path, flags).map_err(db(&context))?;
+        // SQLite falls back to read-only when the file cannot be written; a store must be.
+        if conn.is_readonly(MAIN_DB).map_err(db(&context))? {
+            return Err(StoreError::ReadOnly {
+                path: path.to_owned(),
+            });
+        }
         schema::configure(&conn, durability).map_err(db(&context))?;
         schema::migrate(&conn, path)?;
+        let identity = identity(path).map_err(|source| StoreError::Backend {
+            context: context.clone(),
+            source: Box::new(source),
+        })?;
         Ok(EmbeddedStore {
             inner: Arc::new(Inner {
                 conn: Mutex::new(conn),
+                path: path.to_owned(),
+                identity,
                 changed: Notify::new(),
             }),
         })
@@ -115,13 +152,45 @@ impl EmbeddedStore {
         })?
     }
 
+    /// `Gone` unless the file at the store's path is still the one it opened.
+    fn check_file(&self) -> StoreResult<()> {
+        let Inner { path, identity, .. } = &*self.inner;
+        match self::identity(path) {
+            Ok(now) if now == *identity => Ok(()),
+            Ok(_) => Err(StoreError::Gone { path: path.clone() }),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                Err(StoreError::Gone { path: path.clone() })
+            }
+            Err(error) => Err(StoreError::Backend {
+                context: format!("look at `{}`", path.display()),
+                source: Box::new(error),
+            }),
+        }
+    }
+
     /// Wakes this process's `wait`ers: some job may have become ready.
     fn notify(&self) {
         self.inner.changed.notify_waiters();
     }
 }
 
+/// The device and inode of the file at `path`.
+fn identity(path: &Path) -> std::io::Result<(u64, u64)> {
+    let metadata = std::fs::metadata(path)?;
+    Ok((metadata.dev(), metadata.ino()))
+}
+
 impl JobStore for EmbeddedStore {
+    async fn check(&self) -> StoreResult<()> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.check_file())
+            .await
+            .map_err(|join| StoreError::Backend {
+                context: "check the job store file".to_owned(),
+                source: Box::new(join),
+            })?
+    }
+
     async fn enqueue(&self, jobs: Vec<NewJob>, now: Timestamp) -> StoreResult<Vec<Enqueued>> {
         let enqueued = self
             .run(move |conn| lifecycle::enqueue(conn, jobs, now))

@@ -26,6 +26,12 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// `RECONNECT_MAX_DELAY`) before a call fails with `StoreError::Backend`. The next call
 /// starts reconnecting again, so a host rides out a Redis restart of any length.
 const RECONNECT_ATTEMPTS: usize = 6;
+
+/// A job command's connect and reply timeouts ([`Patience::FailFast`]): one connect
+/// attempt, and a reply within this, so a stopped or unreachable server ends the command
+/// with an error instead of holding a user's terminal through every reconnect attempt.
+const FAIL_FAST_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+const FAIL_FAST_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(50);
 const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(2);
 
@@ -40,6 +46,43 @@ pub struct RedisTarget {
     /// For `rediss://`: a PEM file of the certificate authority to trust instead of the
     /// system's roots (a private CA, a self-signed server).
     pub ca_file: Option<PathBuf>,
+    /// How long connecting and each reply may take, and whether connecting is retried.
+    pub patience: Patience,
+}
+
+/// How a connection to Redis waits for an unreachable server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Patience {
+    /// A host's: connect within 5 s, each reply within 10 s, and reconnect with backoff
+    /// (`RECONNECT_ATTEMPTS` per call), so it rides out a Redis restart.
+    #[default]
+    RideOut,
+    /// A job command's: one connect attempt within 3 s (a cluster keeps its retries, which
+    /// also follow redirections), each reply within 5 s.
+    FailFast,
+}
+
+impl Patience {
+    fn connect_timeout(self) -> Duration {
+        match self {
+            Patience::RideOut => CONNECT_TIMEOUT,
+            Patience::FailFast => FAIL_FAST_CONNECT_TIMEOUT,
+        }
+    }
+
+    fn response_timeout(self) -> Duration {
+        match self {
+            Patience::RideOut => RESPONSE_TIMEOUT,
+            Patience::FailFast => FAIL_FAST_RESPONSE_TIMEOUT,
+        }
+    }
+
+    fn reconnect_attempts(self) -> usize {
+        match self {
+            Patience::RideOut => RECONNECT_ATTEMPTS,
+            Patience::FailFast => 0,
+        }
+    }
 }
 
 /// A Redis deployment.
@@ -58,6 +101,7 @@ impl RedisTarget {
             endpoint: RedisEndpoint::Server(url.into()),
             namespace: DEFAULT_NAMESPACE.to_owned(),
             ca_file: None,
+            patience: Patience::default(),
         }
     }
 
@@ -67,12 +111,19 @@ impl RedisTarget {
             endpoint: RedisEndpoint::Cluster(nodes.into_iter().map(Into::into).collect()),
             namespace: DEFAULT_NAMESPACE.to_owned(),
             ca_file: None,
+            patience: Patience::default(),
         }
     }
 
     /// The same target with another key namespace.
     pub fn with_namespace(mut self, namespace: impl Into<String>) -> Self {
         self.namespace = namespace.into();
+        self
+    }
+
+    /// The same target with connections that wait as `patience` says.
+    pub fn with_patience(mut self, patience: Patience) -> Self {
+        self.patience = patience;
         self
     }
 
@@ -113,7 +164,7 @@ impl RedisTarget {
     }
 
     /// The node URLs, for error messages and the wake subscription.
-    pub(super) fn urls(&self) -> Vec<String> {
+    pub fn urls(&self) -> Vec<String> {
         match &self.endpoint {
             RedisEndpoint::Server(url) => vec![url.clone()],
             RedisEndpoint::Cluster(nodes) => nodes.clone(),
@@ -158,13 +209,13 @@ impl ConnectionLike for Conn {
 }
 
 /// Reconnect and timeout settings shared by the command and subscriber connections.
-pub(super) fn manager_config() -> ConnectionManagerConfig {
+pub(super) fn manager_config(patience: Patience) -> ConnectionManagerConfig {
     ConnectionManagerConfig::new()
-        .set_number_of_retries(RECONNECT_ATTEMPTS)
+        .set_number_of_retries(patience.reconnect_attempts())
         .set_min_delay(RECONNECT_MIN_DELAY)
         .set_max_delay(RECONNECT_MAX_DELAY)
-        .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_connection_timeout(Some(patience.connect_timeout()))
+        .set_response_timeout(Some(patience.response_timeout()))
 }
 
 /// Makes ring the TLS provider of the process (for `rediss://`), once; a provider installed
@@ -181,7 +232,8 @@ pub(super) async fn connect(target: &RedisTarget) -> StoreResult<Conn> {
     match &target.endpoint {
         RedisEndpoint::Server(url) => {
             let client = target.client(url.as_str()).map_err(backend(context()))?;
-            let manager = ConnectionManager::new_with_config(client, manager_config())
+            let config = manager_config(target.patience);
+            let manager = ConnectionManager::new_with_config(client, config)
                 .await
                 .map_err(backend(context()))?;
             Ok(Conn::Server(manager))
@@ -193,12 +245,14 @@ pub(super) async fn connect(target: &RedisTarget) -> StoreResult<Conn> {
             if let Some(certificates) = target.certificates().map_err(backend(context()))? {
                 builder = builder.certs(certificates);
             }
+            // Retries also follow a cluster's redirections, so a job command keeps them.
+            let patience = target.patience;
             let client = builder
                 .retries(u32::try_from(RECONNECT_ATTEMPTS).unwrap_or(u32::MAX))
                 .min_retry_wait(u64::try_from(RECONNECT_MIN_DELAY.as_millis()).unwrap_or(50))
                 .max_retry_wait(u64::try_from(RECONNECT_MAX_DELAY.as_millis()).unwrap_or(2_000))
-                .connection_timeout(CONNECT_TIMEOUT)
-                .response_timeout(RESPONSE_TIMEOUT)
+                .connection_timeout(patience.connect_timeout())
+                .response_timeout(patience.response_timeout())
                 .build()
                 .map_err(backend(context()))?;
             let conn = client

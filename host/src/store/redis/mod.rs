@@ -62,7 +62,7 @@ use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 
-pub use conn::{RedisEndpoint, RedisTarget};
+pub use conn::{Patience, RedisEndpoint, RedisTarget};
 pub use keys::queue_of;
 
 use conn::{Conn, connect};

@@ -121,7 +121,7 @@ pub(super) async fn subscribe(
                 .clone()
                 .set_protocol(redis::ProtocolVersion::RESP3);
             let client = target.client(info.set_redis_settings(settings))?;
-            let config = manager_config()
+            let config = manager_config(target.patience)
                 .set_push_sender(sender)
                 .set_automatic_resubscription();
             let mut manager = ConnectionManager::new_with_config(client, config).await?;
