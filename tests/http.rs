@@ -130,6 +130,9 @@ async fn a_host_port_or_scheme_not_granted_is_denied_and_logged() {
         format!("http://127.0.0.1:{}/", port + 1),
         format!("https://127.0.0.1:{port}/"),
     ] {
+        // Another test's thread may register the log line's callsite while this test's
+        // subscriber is being installed and cache it as unwanted; recompute that first.
+        tracing::callsite::rebuild_interest_cache();
         let done = attempt(&runtime, "fetch", json!({"url": url}), &limits(), &granted).await;
         assert!(fatal(&done.outcome).contains("HttpRequestDenied"), "{url}");
         assert_eq!(

@@ -60,7 +60,13 @@ pub async fn run_with(
 /// failure. An embedded store file that does not exist is refused, not created: only
 /// `kiln run` creates stores.
 pub async fn open_store(config: &Config) -> anyhow::Result<AnyStore> {
-    named(&config.store, config.store.open(Role::Command, config.job_defaults()).await)
+    named(
+        &config.store,
+        config
+            .store
+            .open(Role::Command, config.job_defaults())
+            .await,
+    )
 }
 
 /// Opens the job store for a host, creating a missing embedded store file (and its
@@ -80,7 +86,10 @@ async fn open_or_create_store(config: &Config) -> anyhow::Result<AnyStore> {
         }
         _ => None,
     };
-    let store = named(&config.store, config.store.open(Role::Host, config.job_defaults()).await)?;
+    let store = named(
+        &config.store,
+        config.store.open(Role::Host, config.job_defaults()).await,
+    )?;
     if let Some(path) = created {
         tracing::info!(path = %path.display(), "created a new, empty job store");
     }

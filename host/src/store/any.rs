@@ -10,8 +10,7 @@ use std::time::Duration;
 use super::{
     CancelOutcome, Durability, EmbeddedStore, Enqueued, Job, JobDefaults, JobStore, ListFilter,
     NewJob, Page, Patience, Progress, QueueCounts, RedisStore, RedisTarget, RenewReport,
-    RetentionPolicy,
-    RetryTarget, Settlement, StoreResult, Timestamp,
+    RetentionPolicy, RetryTarget, Settlement, StoreResult, Timestamp,
 };
 
 /// Where jobs are kept: `[store]` in the config, validated.
