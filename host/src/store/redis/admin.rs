@@ -1,6 +1,7 @@
 //! The admin side of the Redis store: reading and listing jobs, counts, retrying failed
 //! jobs, cancelling, pausing, clearing and pruning queues.
 
+use crate::store::JobDefaults;
 use std::collections::{BTreeMap, HashMap};
 
 use super::keys::{order_key, queue_of, waiting_id};
@@ -18,6 +19,19 @@ pub(super) struct Stored {
     pub(super) record: Option<Vec<u8>>,
     pub(super) lease: Option<Vec<u8>>,
     pub(super) expires_at: Option<f64>,
+}
+
+impl Stored {
+    /// The job this holds, with its lease laid over it; `None` when there is no record.
+    fn decode(&self, id: &str, defaults: &JobDefaults) -> Option<StoreResult<Job>> {
+        let record = self.record.as_ref()?;
+        let claim = self
+            .lease
+            .as_ref()
+            .zip(self.expires_at)
+            .and_then(|(lease, at)| Claim::parse(lease, at));
+        Some(decode(id, record, claim, defaults))
+    }
 }
 
 impl RedisStore {
@@ -208,14 +222,9 @@ impl RedisStore {
     async fn read_jobs(&self, queue: &str, ids: &[String]) -> StoreResult<Vec<Job>> {
         let mut jobs = Vec::with_capacity(ids.len());
         for (id, stored) in ids.iter().zip(self.read_stored(queue, ids).await?) {
-            let Some(record) = stored.record else {
-                continue;
-            };
-            let claim = stored
-                .lease
-                .zip(stored.expires_at)
-                .and_then(|(lease, at)| Claim::parse(&lease, at));
-            jobs.push(decode(id, &record, claim, &self.inner.defaults)?);
+            if let Some(job) = stored.decode(id, &self.inner.defaults) {
+                jobs.push(job?);
+            }
         }
         Ok(jobs)
     }
@@ -226,14 +235,10 @@ impl RedisStore {
     async fn read_listed(&self, queue: &str, ids: &[String]) -> StoreResult<Vec<Job>> {
         let mut jobs = Vec::with_capacity(ids.len());
         for (id, stored) in ids.iter().zip(self.read_stored(queue, ids).await?) {
-            let Some(record) = stored.record else {
+            let Some(decoded) = stored.decode(id, &self.inner.defaults) else {
                 continue;
             };
-            let claim = stored
-                .lease
-                .zip(stored.expires_at)
-                .and_then(|(lease, at)| Claim::parse(&lease, at));
-            match decode(id, &record, claim, &self.inner.defaults) {
+            match decoded {
                 Ok(job) => jobs.push(job),
                 Err(StoreError::Corrupt { reason, .. }) => {
                     let key = self.keys(queue).job(id);
