@@ -3,6 +3,7 @@
 mod cli;
 mod cli_output;
 mod config;
+mod crossing;
 mod http;
 mod http_server;
 mod logs;

@@ -42,6 +42,24 @@ impl Default for JobLimits {
     }
 }
 
+/// Room, past the largest cap, for the small values that travel with a capped one (a child's
+/// handler name, queue and key beside its payload; a result's variant tag).
+const CROSSING_SLACK: usize = 64 << 10;
+
+impl JobLimits {
+    /// The most bytes one value may carry from the guest to the host in one call (the
+    /// store's hostcall fuel): the largest of Kiln's caps on what crosses (`max_result`,
+    /// `max_payload`, `max_log`) plus a little slack. Anything larger is refused by
+    /// wasmtime before it is copied, so an oversized value never lands in host memory;
+    /// values between a cap and this are copied and refused by Kiln's own checks.
+    pub fn largest_crossing(&self) -> usize {
+        self.max_result
+            .max(self.max_payload)
+            .max(self.max_log)
+            .saturating_add(CROSSING_SLACK)
+    }
+}
+
 /// Most table elements an instance may grow to; guards host memory like the memory cap does.
 const MAX_TABLE_ELEMENTS: usize = 1 << 20;
 

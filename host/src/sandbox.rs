@@ -208,7 +208,7 @@ impl Runtime {
             }
         };
         let wall = started.elapsed();
-        let outcome = classify(result, ended.memory_hit, &journal, limits.max_result);
+        let outcome = classify(result, ended.memory_hit, &journal, limits);
         let (log, log_truncated) = journal.finish();
         Attempt {
             outcome,
@@ -249,6 +249,7 @@ impl Runtime {
         let mut store = Store::new(&self.engine, ctx);
         store.limiter(|ctx| &mut ctx.limiter);
         store.set_fuel(limits.fuel.unwrap_or(u64::MAX))?;
+        store.set_hostcall_fuel(limits.largest_crossing());
         // The instance's start code already checks the epoch, so the deadline must be set
         // before instantiation.
         store.set_epoch_deadline(TICKS_PER_CHECK);
@@ -283,12 +284,17 @@ async fn call_handle(
     instance.call_handle(&mut *store, &job).await
 }
 
+/// What wasmtime says when a value the guest hands over is more than the store's hostcall
+/// fuel allows.
+const HOSTCALL_FUEL_TRAP: &str = "too much data is being copied";
+
 fn classify(
     result: wasmtime::Result<Result<Vec<u8>, JobError>>,
     memory_hit: bool,
     journal: &Journal,
-    max_result: usize,
+    limits: &JobLimits,
 ) -> Outcome {
+    let (max_result, max_crossing) = (limits.max_result, limits.largest_crossing());
     let error = match result {
         Ok(Ok(bytes)) if bytes.len() > max_result => {
             return Outcome::Error {
@@ -325,6 +331,17 @@ fn classify(
         Some(Trap::OutOfFuel) => return Outcome::OutOfFuel,
         Some(Trap::Interrupt) => return Outcome::Timeout,
         _ => {}
+    }
+    if format!("{error:#}").contains(HOSTCALL_FUEL_TRAP) {
+        return Outcome::Error {
+            kind: ErrorKind::Fatal,
+            message: format!(
+                "the handler passed the host one value of more than {} bytes, over its caps \
+                 (the result over `max_result`, a child payload over `max_payload`, or a \
+                 log line over `max_log`); it was refused before it was copied",
+                max_crossing
+            ),
+        };
     }
     if memory_hit {
         return Outcome::MemoryLimit;
