@@ -464,3 +464,25 @@ fn a_handler_file_over_the_size_cap_is_refused_unread() {
     let error = rows[0]["error"].as_str().unwrap();
     assert!(error.contains("max_handler_size"), "{error}");
 }
+
+/// Many jobs waiting for a handler that is not loaded make one warning per handler per
+/// interval, not one per job per offer.
+#[test]
+fn jobs_for_a_missing_handler_warn_once_per_interval() {
+    let project = Project::new(&["echo"], "");
+    std::fs::write(project.path().join("handlers/broken.wasm"), b"not wasm").unwrap();
+    for _ in 0..20 {
+        enqueue(&project, &["broken"]);
+    }
+    let host = project.host();
+    let id = enqueue(&project, &["echo", "--wait", "--timeout", "60s"]);
+    assert!(!id.is_empty());
+    wait_until("every broken job was offered", || {
+        all_logs(&project).contains("offers since the last warning")
+    });
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    host.terminate();
+    let logs = all_logs(&project);
+    let warnings = logs.matches("handler is not loaded").count();
+    assert_eq!(warnings, 1, "{logs}");
+}

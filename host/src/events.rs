@@ -9,8 +9,9 @@
 //! Rule: observers run on the job's own task and on the hot path, so `observe` must be quick
 //! and must never block or await: count, format a line, or hand the event to a channel.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use crate::registry::LoadedHandler;
 use crate::sandbox::Attempt;
@@ -72,7 +73,7 @@ impl Events {
 
     /// Events that only become log lines.
     pub fn logging() -> Self {
-        Self::new(vec![Arc::new(LogEvents)])
+        Self::new(vec![Arc::new(LogEvents::default())])
     }
 
     /// The same observers plus `observer`.
@@ -96,9 +97,34 @@ impl Default for Events {
     }
 }
 
+/// How often the host warns about one handler that is not loaded: a directory's worth of
+/// jobs for it would otherwise write a warning each every time they are offered.
+const MISSING_WARN_EVERY: Duration = Duration::from_secs(30);
+
 /// The host's log lines about jobs and handlers.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct LogEvents;
+#[derive(Debug, Default)]
+pub struct LogEvents {
+    /// Per handler not loaded: when it was last warned about, and the offers since.
+    missing: Mutex<HashMap<String, (Option<Instant>, u64)>>,
+}
+
+impl LogEvents {
+    /// One warning per handler per [`MISSING_WARN_EVERY`], with how many offers of its jobs
+    /// waited since the last one.
+    fn missing(&self, job: &Job) {
+        let mut missing = self.missing.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        let (warned_at, offers) = missing.entry(job.handler.clone()).or_default();
+        *offers += 1;
+        if warned_at.is_none_or(|at| now.duration_since(at) >= MISSING_WARN_EVERY) {
+            tracing::warn!(
+                job = %job.id, handler = %job.handler, offers = *offers,
+                "handler is not loaded; its jobs wait (offers since the last warning: {offers})"
+            );
+            (*warned_at, *offers) = (Some(now), 0);
+        }
+    }
+}
 
 impl Observer for LogEvents {
     fn observe(&self, event: &Event<'_>) {
@@ -108,13 +134,16 @@ impl Observer for LogEvents {
             Event::HandlerMissing { job, failed: true } => {
                 tracing::error!(job = %job.id, handler = %job.handler, "handler is not loaded; failing the job")
             }
-            Event::HandlerMissing { job, failed: false } => {
-                tracing::warn!(job = %job.id, handler = %job.handler, "handler is not loaded; the job waits")
-            }
-            Event::HandlerLoaded { handler, .. } => tracing::info!(
+            Event::HandlerMissing { job, failed: false } => self.missing(job),
+            Event::HandlerLoaded { handler, .. } => {
+                let mut missing = self.missing.lock().unwrap_or_else(PoisonError::into_inner);
+                missing.remove(&handler.name);
+                drop(missing);
+                tracing::info!(
                 handler = %handler.name, digest = %handler.digest, source = ?handler.source,
                 took = ?handler.took, "handler loaded"
-            ),
+                )
+            }
             Event::HandlerRefused {
                 name,
                 error,
