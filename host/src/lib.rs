@@ -36,7 +36,7 @@
 //!   - `store/redis/`: the Redis store: `conn.rs` (connections, TLS), `wake.rs` (wake-ups),
 //!     `keys.rs`, `record.rs` (the record codec), `scripts.rs` (scripts and their replies),
 //!     `store.rs` (claim, renew, progress), `settle.rs` (settling), `reaper.rs`
-//!     (expired leases, promotion), `admin.rs`, and the Lua scripts.
+//!     (expired leases, promotion, waking parked jobs), `admin.rs`, and the Lua scripts.
 //! - `config/`: `config.toml` (raw TOML -> validated `Config`, env overrides), which hands
 //!   each part its settings.
 //! - `logging`: where the binary's `tracing` output goes; a host's through a bounded queue.
