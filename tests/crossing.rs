@@ -43,6 +43,42 @@ async fn a_value_far_over_the_caps_is_refused_before_the_copy() {
     assert_eq!(attempt.outcome, Outcome::Ok(b"after".to_vec()));
 }
 
+/// Seven attempts handing over 50 MiB results at once, under a 2 s deadline, beside `echo`:
+/// each is refused before its copy with Kiln's message (none runs into its deadline while
+/// the host copies), and `echo` is served beside them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seven_oversized_results_at_once_are_refused_without_a_copy() {
+    let runtime = runtime();
+    let oversize = load(&runtime, "oversize");
+    let echo = load(&runtime, "echo");
+    let limits = JobLimits {
+        memory: 256 << 20,
+        timeout: std::time::Duration::from_secs(2),
+        ..JobLimits::default()
+    };
+    let payload = json!({"via": "result", "mib": 50}).to_string();
+    let input = job("oversize", payload.as_bytes());
+    let attacks = (0..7).map(|_| run(&runtime, &oversize, &input, &limits));
+    let echo_job = job("echo", b"beside");
+    let (attempts, served) = tokio::join!(
+        futures::future::join_all(attacks),
+        run(&runtime, &echo, &echo_job, &limits)
+    );
+    for attempt in attempts {
+        match &attempt.outcome {
+            Outcome::Error {
+                kind: ErrorKind::Fatal,
+                message,
+            } => assert!(
+                message.contains("refused before it was copied"),
+                "{message}"
+            ),
+            other => panic!("expected Kiln's refusal, got {other:?}"),
+        }
+    }
+    assert_eq!(served.outcome, Outcome::Ok(b"beside".to_vec()));
+}
+
 /// A value over its cap but within the slack still reaches Kiln's own check.
 #[tokio::test]
 async fn a_result_just_over_its_cap_is_refused_by_kilns_check() {
