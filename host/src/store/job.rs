@@ -76,6 +76,35 @@ pub struct NewJob {
     /// Deduplication key: while an unfinished job with this key exists (in any queue),
     /// enqueueing another returns the existing job's id instead.
     pub unique_key: Option<String>,
+    /// The schedule tick this job is for, when a schedule enqueued it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tick: Option<Tick>,
+}
+
+/// One tick of a schedule: what a job enqueued by the scheduler (or `kiln schedules
+/// trigger`) records about why it exists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tick {
+    /// The schedule's name.
+    pub schedule: String,
+    /// The tick's instant: the cron fire time, or the time of a manual trigger.
+    pub at: Timestamp,
+    /// Enqueued by `kiln schedules trigger`, not by the cron expression.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub manual: bool,
+}
+
+/// What a store remembers of one schedule, so that every host agrees on which ticks were
+/// enqueued (however long ago their jobs finished) and what `kiln schedules` shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleRecord {
+    /// The latest cron tick enqueued; a cron tick at or before it is never enqueued again.
+    /// `None` while only manual ticks were enqueued.
+    pub cursor: Option<Timestamp>,
+    /// The latest tick enqueued, cron or manual.
+    pub last_tick: Timestamp,
+    /// That tick's job.
+    pub last_job: String,
 }
 
 impl NewJob {
@@ -89,6 +118,7 @@ impl NewJob {
             run_at: None,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             unique_key: None,
+            tick: None,
         }
     }
 }
@@ -312,4 +342,7 @@ pub struct Job {
     pub finished_at: Option<Timestamp>,
     /// Every attempt so far, oldest first.
     pub history: Vec<AttemptRecord>,
+    /// The schedule tick it was enqueued for, if a schedule enqueued it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tick: Option<Tick>,
 }

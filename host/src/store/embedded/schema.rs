@@ -14,7 +14,8 @@ use super::{Durability, db};
 use crate::store::{StoreError, StoreResult};
 
 /// Schema version written to `PRAGMA user_version`; a file with a larger one is refused.
-const SCHEMA_VERSION: i64 = 1;
+/// 2 added schedule ticks (`SCHEDULES`).
+const SCHEMA_VERSION: i64 = 2;
 
 /// How long a writer waits for another process's write lock before failing. Long enough to
 /// ride out a large prune or batch from the CLI, short enough to surface a stuck lock.
@@ -64,6 +65,21 @@ CREATE INDEX jobs_finished ON jobs (state, finished_at) WHERE finished_at IS NOT
 CREATE TABLE paused_queues (name TEXT PRIMARY KEY) WITHOUT ROWID;
 ";
 
+/// Version 2: the schedule tick a job was enqueued for, and one row per schedule with its
+/// cursor (the latest cron tick enqueued) and its latest tick and job. Applied to new files
+/// after `SCHEMA`, and to version 1 files when opened.
+const SCHEDULES: &str = "
+ALTER TABLE jobs ADD COLUMN tick_schedule TEXT;
+ALTER TABLE jobs ADD COLUMN tick_at INTEGER;
+ALTER TABLE jobs ADD COLUMN tick_manual INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE schedules (
+    name TEXT PRIMARY KEY,
+    cursor INTEGER,
+    last_tick INTEGER NOT NULL,
+    last_job TEXT NOT NULL
+) WITHOUT ROWID;
+";
+
 /// Sets the connection's busy timeout, statement cache, WAL mode and `durability`.
 pub(super) fn configure(conn: &Connection, durability: Durability) -> rusqlite::Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
@@ -108,6 +124,9 @@ fn create_or_check(conn: &Connection, path: &Path, context: &str) -> StoreResult
     }
     if found == 0 {
         conn.execute_batch(SCHEMA).map_err(db(context))?;
+    }
+    if found < 2 {
+        conn.execute_batch(SCHEDULES).map_err(db(context))?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(db(context))?;
     }
