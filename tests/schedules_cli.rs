@@ -243,3 +243,48 @@ async fn triggered_ticks_do_not_move_the_cron_cursor() {
     let job = store.get(&record.last_job).await.unwrap().unwrap();
     assert!(job.tick.unwrap().manual);
 }
+
+#[test]
+fn kiln_run_enqueues_ticks_and_stops_its_scheduler_at_shutdown() {
+    // An every-second schedule, so the host's own scheduler (on the wall clock) has a tick
+    // to enqueue soon; the test waits for the outcome, bounded, and asserts no timing.
+    let schedule = "[store]\npath = \"kiln.db\"\n\
+        [[schedules]]\nname = \"second\"\nhandler = \"echo\"\ncron = \"* * * * * *\"\n\
+        payload = \"tick\"\n";
+    let project = crate::cli::Project::with_store(&["echo"], "", schedule);
+    let host = project.host();
+    let db = project.path().join("kiln.db");
+    let found = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let job = loop {
+        let succeeded = db.exists().then(|| {
+            runtime.block_on(async {
+                let store = AnyStore::open_embedded(&db).unwrap();
+                let filter = kiln::store::ListFilter {
+                    state: Some(kiln::store::JobState::Succeeded),
+                    ..Default::default()
+                };
+                let jobs = store
+                    .list(filter, kiln::store::Page::default())
+                    .await
+                    .unwrap();
+                jobs.into_iter().find(|job| job.tick.is_some())
+            })
+        });
+        if let Some(Some(job)) = succeeded {
+            break job;
+        }
+        assert!(
+            std::time::Instant::now() < found,
+            "no tick's job succeeded\n{}",
+            project.host_logs()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let tick = job.tick.unwrap();
+    assert_eq!(tick.schedule, "second");
+    assert_eq!(tick.at.0 % 1000, 0, "a tick is a whole second");
+    assert_eq!(job.payload, br#""tick""#);
+    let status = host.terminate();
+    assert!(status.success(), "{status:?}\n{}", project.host_logs());
+}
