@@ -132,3 +132,53 @@ fn create_or_check(conn: &Connection, path: &Path, context: &str) -> StoreResult
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{EmbeddedStore, JobStore, NewJob, Tick, Timestamp};
+
+    /// A file written by a version 1 Kiln (before schedules) opens, gains the schedule
+    /// columns and table, and keeps its jobs.
+    #[tokio::test]
+    async fn a_version_1_file_is_upgraded_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute(
+                "INSERT INTO jobs (id, handler, queue, payload, priority, state, max_attempts, \
+                 run_at, created_at, updated_at) \
+                 VALUES ('old', 'echo', 'default', x'', 0, 'waiting', 3, 5, 5, 5)",
+                [],
+            )
+            .unwrap();
+        }
+        let store = EmbeddedStore::open(&path, Durability::Normal).unwrap();
+        let old = store
+            .get("old")
+            .await
+            .unwrap()
+            .expect("the old job is kept");
+        assert_eq!(old.tick, None);
+        let mut job = NewJob::new("echo", "default", Vec::new());
+        job.tick = Some(Tick {
+            schedule: "nightly".into(),
+            at: Timestamp(60_000),
+            manual: false,
+        });
+        let enqueued = store.enqueue_tick(job.clone(), Timestamp(61_000)).await;
+        assert!(enqueued.unwrap().is_some());
+        assert_eq!(
+            store.enqueue_tick(job, Timestamp(62_000)).await.unwrap(),
+            None
+        );
+        let conn = Connection::open(&path).unwrap();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+    }
+}
