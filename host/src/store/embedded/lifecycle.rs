@@ -64,7 +64,11 @@ pub(super) fn insert_jobs(
                 continue;
             }
         }
-        let id = uuid::Uuid::now_v7().to_string();
+        let id = job
+            .tick
+            .as_ref()
+            .map_or_else(uuid::Uuid::now_v7, |tick| tick.job_uuid())
+            .to_string();
         let run_at = job.run_at.unwrap_or(now);
         let state = if run_at > now {
             JobState::Scheduled

@@ -30,7 +30,7 @@ impl RedisStore {
         let queue = job.queue.as_str();
         self.register_queue(queue).await?;
         let keys = self.keys(queue);
-        let id = format!("{queue}/{}", uuid::Uuid::now_v7());
+        let id = format!("{queue}/{}", tick.job_uuid());
         let mut invocation = self.invocation(&SCRIPTS.tick, &keys, now);
         invocation
             .key(keys.job(&id))

@@ -9,7 +9,9 @@
 --       [9] max_attempts, [10] schedule name, [11] tick (ms), [12] '1' for a manual tick
 --       (always enqueued; the cursor stays) else '0'.
 -- Returns: the job id and 0 when it enqueued the job, or '' and 1 when the tick was
--- already enqueued (nothing is written).
+-- already enqueued (nothing is written): the cursor is at or past it, or its job (whose id
+-- is derived from the schedule and the tick) still exists, as after the schedule moved here
+-- from another queue.
 
 local K_SCHEDULES = KEYS[12]
 local id, handler, payload = ARGV[5], ARGV[6], ARGV[7]
@@ -23,7 +25,7 @@ if not manual then
   end
 end
 if redis.call('EXISTS', KEYS[11]) == 1 then
-  return redis.error_reply('kiln: job `' .. id .. '` already exists')
+  return { '', 1 }
 end
 
 local job = { id = id, handler = handler, queue = QUEUE, payload = payload,
