@@ -269,3 +269,26 @@ async fn a_store_outage_fails_the_round_and_the_next_round_catches_up() {
     scheduler.pass(back).await.unwrap();
     assert_eq!(drain(&store, back).await, [minute(2).0]);
 }
+
+#[tokio::test]
+async fn the_scheduler_ends_at_shutdown_even_while_its_store_is_unreachable() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), "* * * * * *", "skip");
+    let mut server = RedisServer::start();
+    let target = RedisTarget::server(server.url()).with_namespace("shutdown");
+    let store = AnyStore::open_redis(target).await.unwrap();
+    server.kill();
+    let clock = Arc::new(TestClock(AtomicI64::new(START)));
+    let scheduler = host(&config, store, &clock);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(scheduler.run(async {
+        let _ = stopped.await;
+    }));
+    tokio::task::yield_now().await;
+    stop.send(()).unwrap();
+    // Only a guard against hanging: the round reconnecting to Redis is abandoned at once.
+    tokio::time::timeout(Duration::from_secs(20), running)
+        .await
+        .expect("the scheduler ended")
+        .unwrap();
+}

@@ -72,7 +72,13 @@ impl<S: JobStore> Scheduler<S> {
         tokio::pin!(shutdown);
         loop {
             let now = self.clock.now();
-            let next = match self.pass(now).await {
+            // A round stuck on an unreachable store does not hold up the shutdown; what it
+            // stored so far is whole (each tick is one atomic store call).
+            let round = tokio::select! {
+                () = &mut shutdown => return,
+                round = self.pass(now) => round,
+            };
+            let next = match round {
                 Ok(next) => next.unwrap_or(now + MAX_SLEEP),
                 Err(error) => {
                     tracing::warn!("scheduler round failed, retrying in {RETRY:?}: {error:#}");
