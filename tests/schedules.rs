@@ -1,7 +1,8 @@
 //! Schedules: each cron tick is enqueued once however many hosts run the scheduler (two
 //! on one embedded store file, three on one Redis server and on a Redis Cluster), even when
 //! a host is late and the tick's job already finished and was deleted; both misfire
-//! policies after the hosts were down for 5 ticks; a store outage is retried. Time is a
+//! policies after the hosts were down for 5 ticks; a store outage is retried; the fire times
+//! a host enqueues across the daylight-saving changes of Madrid and New York. Time is a
 //! controlled clock and each host's scheduler is driven a round at a time
 //! (`Scheduler::pass`), so nothing waits for real minutes.
 
@@ -291,4 +292,127 @@ async fn the_scheduler_ends_at_shutdown_even_while_its_store_is_unreachable() {
         .await
         .expect("the scheduler ended")
         .unwrap();
+}
+
+/// Claims every waiting job of the default queue, finishes it, and returns `(schedule,
+/// tick as RFC 3339 UTC)` pairs, sorted.
+async fn drain_named(store: &AnyStore, now: Timestamp) -> Vec<(String, String)> {
+    let jobs = store
+        .claim("default", 1000, "drainer", Duration::from_secs(30), now)
+        .await
+        .unwrap();
+    let mut ticks: Vec<(String, String)> = (jobs.iter())
+        .map(|job| {
+            let tick = job.tick.as_ref().unwrap();
+            (tick.schedule.clone(), tick.at.to_string())
+        })
+        .collect();
+    let done = (jobs.iter())
+        .map(|job| settlement(job, "drainer", SettleAction::SucceedAndDelete, now))
+        .collect();
+    store.settle(done, now).await.unwrap();
+    ticks.sort();
+    ticks
+}
+
+/// Runs a daily 02:30, an hourly and an every-15-minutes schedule in `zone` with the clock
+/// stepping a minute at a time from `from` for `hours`, and returns the ticks each enqueued.
+async fn ticks_across(zone: &str, from: &str, hours: i64) -> Vec<(String, String)> {
+    let dir = tempfile::tempdir().unwrap();
+    let entry = |name: &str, cron: &str| {
+        format!(
+            "[[schedules]]\nname = \"{name}\"\nhandler = \"echo\"\ncron = \"{cron}\"\n\
+             timezone = \"{zone}\"\n"
+        )
+    };
+    let text = format!(
+        "[host]\nhandlers_dir = \"none\"\n[handlers.echo]\n{}{}{}",
+        entry("daily", "30 2 * * *"),
+        entry("hourly", "0 * * * *"),
+        entry("quarter", "*/15 * * * *"),
+    );
+    let config = Arc::new(
+        Config::from_toml_str(&text, &dir.path().join("config.toml"), Vec::new()).unwrap(),
+    );
+    let store = AnyStore::open_embedded(dir.path().join("kiln.db")).unwrap();
+    let start: jiff::Timestamp = from.parse().unwrap();
+    let start = Timestamp(start.as_millisecond());
+    let clock = Arc::new(TestClock(AtomicI64::new(start.0)));
+    let mut scheduler = host(&config, store.clone(), &clock);
+    let mut ticks = Vec::new();
+    for step in 1..=hours * 60 {
+        let now = Timestamp(start.0 + step * MINUTE);
+        clock.set(now);
+        scheduler.pass(now).await.unwrap();
+        ticks.extend(drain_named(&store, now).await);
+    }
+    ticks
+}
+
+fn of<'a>(ticks: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+    (ticks.iter())
+        .filter(|(schedule, _)| schedule == name)
+        .map(|(_, at)| at.as_str())
+        .collect()
+}
+
+/// The gaps, in minutes, between consecutive RFC 3339 times.
+fn gaps(times: &[&str]) -> Vec<i64> {
+    let millis: Vec<i64> = (times.iter())
+        .map(|t| t.parse::<jiff::Timestamp>().unwrap().as_millisecond())
+        .collect();
+    millis.windows(2).map(|w| (w[1] - w[0]) / MINUTE).collect()
+}
+
+#[tokio::test]
+async fn a_host_enqueues_the_daylight_saving_fire_times_in_madrid_and_new_york() {
+    // Madrid springs forward at 01:00Z on 2026-03-29 and falls back at 01:00Z on 2026-10-25.
+    let spring = ticks_across("Europe/Madrid", "2026-03-28T22:00:00Z", 6).await;
+    assert_eq!(
+        of(&spring, "daily"),
+        ["2026-03-29T01:00:00.000Z"],
+        "03:00 CEST"
+    );
+    let fall = ticks_across("Europe/Madrid", "2026-10-24T22:00:00Z", 6).await;
+    assert_eq!(
+        of(&fall, "daily"),
+        ["2026-10-25T00:30:00.000Z"],
+        "the first 02:30"
+    );
+    // New York springs forward at 07:00Z on 2026-03-08 and falls back at 06:00Z on 2026-11-01.
+    let ny_spring = ticks_across("America/New_York", "2026-03-08T04:00:00Z", 6).await;
+    assert_eq!(
+        of(&ny_spring, "daily"),
+        ["2026-03-08T07:00:00.000Z"],
+        "03:00 EDT"
+    );
+    let ny_fall = ticks_across("America/New_York", "2026-11-01T03:00:00Z", 6).await;
+    assert_eq!(of(&ny_fall, "daily"), ["2026-11-01T07:30:00.000Z"]);
+    for ticks in [&spring, &fall, &ny_spring, &ny_fall] {
+        let hourly = of(ticks, "hourly");
+        assert_eq!(hourly.len(), 6, "{hourly:?}");
+        assert_eq!(gaps(&hourly), [60; 5], "{hourly:?}");
+        let quarter = of(ticks, "quarter");
+        assert_eq!(quarter.len(), 24, "{quarter:?}");
+        assert_eq!(gaps(&quarter), [15; 23], "{quarter:?}");
+    }
+}
+
+#[tokio::test]
+async fn on_redis_a_tick_whose_job_exists_is_not_enqueued_again_without_its_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), "* * * * *", "skip");
+    let server = RedisServer::start();
+    let target = RedisTarget::server(server.url()).with_namespace("moved");
+    let store = AnyStore::open_redis(target).await.unwrap();
+    let ops = Ops::new(config.clone(), Arc::new(store.clone()));
+    let every = ops.schedule("every").unwrap().clone();
+    let first = ops.enqueue_tick(&every, minute(1), false).await.unwrap();
+    let first = first.expect("enqueued");
+    // As if the schedule had come from another queue: this queue has no cursor for it.
+    server.cli(&["HDEL", "moved:{q:default}:schedules", "cursor:every"]);
+    let again = ops.enqueue_tick(&every, minute(1), false).await.unwrap();
+    assert_eq!(again, None, "the tick's job (same derived id) still exists");
+    let job = store.get(&first.id).await.unwrap().unwrap();
+    assert_eq!(job.tick.unwrap().at, minute(1));
 }
