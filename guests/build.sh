@@ -10,8 +10,8 @@ cd "$(dirname "$0")/.."
 
 # Handlers the demo serves; the others exist only for tests and benchmarks: `wrongworld`,
 # `nextcontract` and `alien` (components Kiln must refuse), `big` and `bigmem` (large files and
-# large memories), `oversize` (values over the caps), and the hostile network guests
-# `hoard`, `follow`, `flood`, `forge`, `sockets`.
+# large memories), `oversize` (values over the caps), `chatter` (log floods), and the hostile
+# network guests `hoard`, `follow`, `flood`, `forge`, `sockets`.
 EXAMPLES=(echo flaky spin hog panic progress fanout escape fetch webhook)
 
 if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx wasm32-wasip2; then

@@ -4,6 +4,7 @@ mod cli;
 mod cli_output;
 mod config;
 mod crossing;
+mod host_log;
 mod http;
 mod http_server;
 mod logs;

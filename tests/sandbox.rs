@@ -129,6 +129,32 @@ async fn panic_message_is_captured() {
     assert!(attempt.log.iter().any(|l| l.source == LogSource::Stderr));
 }
 
+/// A panic message longer than the few KiB of stderr once searched for the report is
+/// still a panic with its message, cut at the log cap, not a bare `unreachable` trap.
+#[tokio::test]
+async fn a_long_panic_message_is_a_panic_cut_at_the_log_cap() {
+    let runtime = runtime();
+    let panic = load(&runtime, "panic");
+    let long = format!("start {} end", "x".repeat(20_000));
+    let payload = json!({ "message": long }).to_string();
+    let limits = JobLimits {
+        max_log: 12_000,
+        ..limits()
+    };
+    let attempt = run(&runtime, &panic, &job("panic", payload.as_bytes()), &limits).await;
+    let Outcome::Panic { message } = &attempt.outcome else {
+        panic!("expected a panic, got {:?}", attempt.outcome);
+    };
+    assert!(message.starts_with("start xxx"), "{message:.60}");
+    assert!(
+        !message.contains("end"),
+        "cut at the cap: {} bytes",
+        message.len()
+    );
+    assert!(message.len() <= 12_000, "{} bytes", message.len());
+    assert!(message.len() > 4096, "{} bytes", message.len());
+}
+
 #[tokio::test]
 async fn escape_sees_nothing_it_was_not_granted() {
     let runtime = runtime();

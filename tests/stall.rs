@@ -146,6 +146,10 @@ impl JobStore for Stalling {
         through!(self, "wait", self.inner.wait(queues, now, timeout))
     }
 
+    async fn unpark(&self, handler: &str, queues: &[String], now: Timestamp) -> StoreResult<usize> {
+        through!(self, "unpark", self.inner.unpark(handler, queues, now))
+    }
+
     async fn next_run_at(&self, queues: &[String]) -> StoreResult<Option<Timestamp>> {
         through!(self, "next_run_at", self.inner.next_run_at(queues))
     }

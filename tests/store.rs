@@ -87,7 +87,7 @@ macro_rules! conformance {
             enqueue_get_roundtrip, batch_enqueue_keeps_order, priority_then_fifo,
             delayed_jobs_wait_for_run_at, claim_respects_max_and_queue, lease_renewal,
             expired_lease_is_recovered, expired_last_attempt_fails, settle_succeed,
-            settle_retry_then_fail, settle_fail_and_cancel, settle_release_uncounts,
+            settle_retry_then_fail, settle_fail_and_cancel, settle_release_uncounts, parked_jobs_wake_on_load,
             stale_settlement_is_not_applied, settled_twice_in_one_batch,
             succeed_and_delete_keeps_nothing, unique_keys,
             pause_and_resume, clear_queue,
@@ -422,6 +422,75 @@ pub mod cases {
         let again = store.claim("q", 1, "w", LEASE, T0).await.unwrap();
         assert_eq!(again[0].id, claimed[0].id);
         assert_eq!(again[0].attempts, 1);
+    }
+
+    /// A parked job waits, uncounted, until `unpark` of its handler on its queue wakes it;
+    /// a job released or parked for another handler stays where it is, and a park is
+    /// woken once.
+    pub async fn parked_jobs_wake_on_load<S: JobStore>(store: &S) {
+        let mut other = job("q", "other");
+        other.handler = "other".to_owned();
+        store
+            .enqueue(vec![job("q", "parked"), job("q", "released"), other], T0)
+            .await
+            .unwrap();
+        let claimed = store.claim("q", 3, "w", LEASE, T0).await.unwrap();
+        let park = SettleAction::Park { until: at(30) };
+        let batch = vec![
+            settlement(&claimed[0], "w", park.clone(), T0),
+            settlement(&claimed[1], "w", SettleAction::Release { at: at(30) }, T0),
+            settlement(&claimed[2], "w", park, T0),
+        ];
+        assert!(store.settle(batch, T0).await.unwrap().is_empty());
+        let parked = store.get(&claimed[0].id).await.unwrap().unwrap();
+        assert_eq!((parked.state, parked.run_at), (JobState::Scheduled, at(30)));
+        assert_eq!(parked.attempts, 0, "a park is not an attempt");
+        assert!(parked.history.is_empty());
+        assert_eq!(
+            store
+                .unpark("echo", &["elsewhere".into()], at(1))
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(store.unpark("echo", &["q".into()], at(1)).await.unwrap(), 1);
+        assert_eq!(store.unpark("echo", &["q".into()], at(1)).await.unwrap(), 0);
+        let woken = store.claim("q", 3, "w", LEASE, at(1)).await.unwrap();
+        let ids: Vec<_> = woken.iter().map(|j| j.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            vec![claimed[0].id.as_str()],
+            "only the parked echo job"
+        );
+        assert_eq!(woken[0].attempts, 1);
+        for id in [&claimed[1].id, &claimed[2].id] {
+            let job = store.get(id).await.unwrap().unwrap();
+            assert_eq!((job.state, job.run_at), (JobState::Scheduled, at(30)));
+        }
+        // The woken job parked again, then settled another way: nothing is left to wake.
+        let again = vec![settlement(
+            &woken[0],
+            "w",
+            SettleAction::Park { until: at(60) },
+            at(1),
+        )];
+        assert!(store.settle(again, at(1)).await.unwrap().is_empty());
+        let reclaimed = store.claim("q", 3, "w", LEASE, at(60)).await.unwrap();
+        let ours = reclaimed
+            .iter()
+            .find(|j| j.id == claimed[0].id)
+            .expect("due again");
+        let done = SettleAction::Succeed {
+            result: b"ok".to_vec(),
+        };
+        let batch = vec![settlement(ours, "w", done, at(61))];
+        assert!(store.settle(batch, at(61)).await.unwrap().is_empty());
+        assert_eq!(
+            store.unpark("echo", &["q".into()], at(62)).await.unwrap(),
+            0
+        );
+        let done = store.get(&claimed[0].id).await.unwrap().unwrap();
+        assert_eq!(done.state, JobState::Succeeded);
     }
 
     /// The second settlement of a job in one batch finds it settled already: stale.

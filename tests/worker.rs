@@ -245,12 +245,39 @@ async fn a_handler_may_ask_for_a_longer_delay() {
     host.stop().await;
 }
 
+/// A job whose handler is not loaded is parked (offered once, then not again for the park)
+/// and runs as soon as its handler is loaded: the clock never moves here, so only the
+/// load's wake-up can run it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_job_runs_as_soon_as_its_handler_is_loaded() {
+    let mut host = TestHost::start_with(&[], "unknown_handler_grace = \"10m\"", "").await;
+    let late = host.enqueue("late", json!("hello")).await;
+    let job = host
+        .until(&late, "parked", |j| j.state == JobState::Scheduled)
+        .await;
+    assert_eq!(job.attempts, 0);
+    assert_eq!(
+        job.run_at,
+        Timestamp(START + 30_000),
+        "parked for the park limit"
+    );
+
+    install(&guest("echo"), host.handlers_dir(), "late.wasm");
+    host.registry
+        .reload(&host.handlers_dir().join("late.wasm"))
+        .await;
+    let job = host.until_state(&late, JobState::Succeeded).await;
+    assert_eq!(job.result.as_deref(), Some(&b"\"hello\""[..]));
+    assert_eq!(job.history.len(), 1, "one attempt: the park was not one");
+    host.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_waits_for_its_handler_then_fails_after_the_grace() {
     let mut host = TestHost::start_with(&[], "unknown_handler_grace = \"1m\"", "").await;
     let late = host.enqueue("late", json!("hello")).await;
     let never = host.enqueue("never", json!("hello")).await;
-    // Released, not run: the attempt is not counted.
+    // Parked, not run: the attempt is not counted.
     let job = host
         .until(&late, "released", |j| j.state == JobState::Scheduled)
         .await;

@@ -119,7 +119,8 @@ impl LogEvents {
         if warned_at.is_none_or(|at| now.duration_since(at) >= MISSING_WARN_EVERY) {
             tracing::warn!(
                 job = %job.id, handler = %job.handler, offers = *offers,
-                "handler is not loaded; its jobs wait (offers since the last warning: {offers})"
+                "handler is not loaded; its jobs are parked until it is (offers since the last \
+                 warning: {offers})"
             );
             (*warned_at, *offers) = (Some(now), 0);
         }

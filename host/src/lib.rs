@@ -24,7 +24,8 @@
 //!   network grants share), and the one [`Grants`] type.
 //! - `sandbox`: one attempt in a fresh store, its deadline, and how it ended ([`Outcome`]).
 //! - `limits`: per-job limits ([`JobLimits`]) and the memory limiter.
-//! - `host_api`: what a guest may call (log, progress, enqueue), and the capped job log.
+//! - `host_api`: what a guest may call (log, progress, enqueue).
+//! - `journal`: an attempt's capped log, and what of it reaches the host's own log.
 //! - `bindings`: the only `bindgen!` of the `kiln:handler` world.
 //! - `registry/`: `mod.rs` the handler name -> loaded version map (install, refuse, remove),
 //!   `loader.rs` reading, compiling, the artifact cache and type-checking one file.
@@ -38,10 +39,10 @@
 //!   - `store/redis/`: the Redis store: `conn.rs` (connections, TLS), `wake.rs` (wake-ups),
 //!     `keys.rs`, `record.rs` (the record codec), `scripts.rs` (scripts and their replies),
 //!     `store.rs` (claim, renew, progress), `settle.rs` (settling), `reaper.rs`
-//!     (expired leases, promotion), `admin.rs`, and the Lua scripts.
+//!     (expired leases, promotion, waking parked jobs), `admin.rs`, and the Lua scripts.
 //! - `config/`: `config.toml` (raw TOML -> validated `Config`, env overrides), which hands
 //!   each part its settings.
-//! - `logging`: where the binary's `tracing` output goes.
+//! - `logging`: where the binary's `tracing` output goes; a host's through a bounded queue.
 
 pub mod bindings;
 pub mod capabilities;
@@ -53,6 +54,7 @@ pub mod engine;
 pub mod events;
 pub mod host;
 pub mod host_api;
+pub mod journal;
 pub mod limits;
 pub mod logging;
 pub mod ops;

@@ -17,20 +17,24 @@ fn main() -> ExitCode {
             };
         }
     };
-    if !matches!(cli.command, cli::Command::Run) {
+    let host = matches!(cli.command, cli::Command::Run);
+    if !host {
         restore_sigpipe();
     }
     if let Ok(exe) = std::env::current_exe() {
         kiln::registry::set_executable(exe);
     }
-    kiln::logging::init();
-    match cli::run(cli) {
+    kiln::logging::init(host);
+    let code = match cli::run(cli) {
         Ok(code) => code,
         Err(error) => {
+            kiln::logging::flush();
             eprintln!("kiln: {error:#}");
             ExitCode::from(cli::exit_code(&error))
         }
-    }
+    };
+    kiln::logging::flush();
+    code
 }
 
 /// A command whose reader went away (`kiln jobs | head`) ends quietly, as other Unix tools

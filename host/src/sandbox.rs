@@ -346,7 +346,10 @@ fn classify(
     if memory_hit {
         return Outcome::MemoryLimit;
     }
-    if let Some(message) = panic_message(&journal.stderr_tail()) {
+    if let Some(message) = journal
+        .panic_report()
+        .and_then(|report| panic_message(&report))
+    {
         return Outcome::Panic { message };
     }
     Outcome::Trap {
@@ -364,9 +367,10 @@ fn trap_message(error: &wasmtime::Error) -> String {
     }
 }
 
-/// Finds the message of a Rust panic (`panicked at FILE:LINE:COL:\nMESSAGE`) in stderr.
+/// Finds the message of a Rust panic (`panicked at FILE:LINE:COL:\nMESSAGE`) in the report
+/// the journal kept, which starts at the marker.
 fn panic_message(stderr: &str) -> Option<String> {
-    let start = stderr.rfind("panicked at ")?;
+    let start = stderr.find("panicked at ")?;
     let rest = &stderr[start + "panicked at ".len()..];
     let (location, after) = rest.split_once('\n').unwrap_or((rest, ""));
     let message: Vec<&str> = after

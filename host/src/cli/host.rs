@@ -54,6 +54,7 @@ async fn shutdown_signal(interrupt: CancellationToken) {
                 humantime::format_duration(HAND_BACK_LIMIT)
             ),
         }
+        crate::logging::flush();
         std::process::exit(i32::from(EXIT_INTERRUPTED));
     });
 }

@@ -60,7 +60,12 @@ pub struct Registry {
     events: Events,
     /// Orders loads that run side by side (std lock, never held across an `.await`).
     tickets: Mutex<Tickets>,
+    /// The name of each handler version that starts serving (see [`Registry::loads`]).
+    loads: tokio::sync::broadcast::Sender<String>,
 }
+
+/// Loads a subscriber may fall behind by before it is told it lagged.
+const LOADS_BUFFER: usize = 256;
 
 /// Every load or removal takes the next ticket when it starts; a result older than the
 /// newest one already applied to its name is dropped, so a slow load that finishes late
@@ -122,6 +127,7 @@ impl Registry {
             errors: RwLock::default(),
             events: Events::default(),
             tickets: Mutex::default(),
+            loads: tokio::sync::broadcast::channel(LOADS_BUFFER).0,
         }
     }
 
@@ -130,6 +136,12 @@ impl Registry {
     pub fn with_events(mut self, events: Events) -> Self {
         self.events = events;
         self
+    }
+
+    /// The names of handler versions that start serving from now on, as they do. A
+    /// subscriber that falls behind is told it lagged and should look at every handler.
+    pub fn loads(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.loads.subscribe()
     }
 
     pub fn runtime(&self) -> &Arc<Runtime> {
@@ -266,6 +278,8 @@ impl Registry {
             handler: &loaded,
             replaced,
         });
+        // Nobody subscribed is no error.
+        let _ = self.loads.send(name.clone());
         if replaced {
             Change::Replaced { name, digest }
         } else {

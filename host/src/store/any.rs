@@ -200,6 +200,10 @@ impl JobStore for AnyStore {
         delegate!(self, s => s.wait(queues, now, timeout))
     }
 
+    async fn unpark(&self, handler: &str, queues: &[String], now: Timestamp) -> StoreResult<usize> {
+        delegate!(self, s => s.unpark(handler, queues, now))
+    }
+
     async fn next_run_at(&self, queues: &[String]) -> StoreResult<Option<Timestamp>> {
         delegate!(self, s => s.next_run_at(queues))
     }

@@ -8,6 +8,8 @@
 //! - a retry with no attempts left fails the job for good;
 //! - a retry or a release of a job whose cancel was requested meanwhile cancels it;
 //! - a release takes the attempt back (it never ran, or shutdown cut it short);
+//! - a job parked for its handler is released the same way, and marked so that a load of
+//!   its handler wakes it before its time;
 //! - a lost attempt (the lease expired) counts: the job goes back to waiting while attempts
 //!   are left, and fails for good after its last one.
 
@@ -33,11 +35,13 @@ pub enum Transition {
         result: Option<Vec<u8>>,
         error: Option<String>,
     },
-    /// Back to scheduled (`at` in the future) or waiting; `uncount` takes the attempt back.
+    /// Back to scheduled (`at` in the future) or waiting; `uncount` takes the attempt back;
+    /// `parked`: it waits for its handler to be loaded (`JobStore::unpark` wakes it).
     Requeue {
         at: Timestamp,
         error: Option<String>,
         uncount: bool,
+        parked: bool,
     },
     /// Gone: it succeeded and its queue keeps no succeeded job.
     Delete,
@@ -90,7 +94,11 @@ impl Held {
             SettleAction::SucceedAndDelete => Transition::Delete,
             SettleAction::Fail { error } => Transition::failed(error),
             SettleAction::Cancel => Transition::cancelled(),
-            SettleAction::Retry { .. } | SettleAction::Release { .. } if self.cancel_requested => {
+            SettleAction::Retry { .. }
+            | SettleAction::Release { .. }
+            | SettleAction::Park { .. }
+                if self.cancel_requested =>
+            {
                 Transition::cancelled()
             }
             SettleAction::Retry { error, .. } if !self.has_attempts_left() => {
@@ -100,11 +108,19 @@ impl Held {
                 at,
                 error: Some(error),
                 uncount: false,
+                parked: false,
             },
             SettleAction::Release { at } => Transition::Requeue {
                 at,
                 error: None,
                 uncount: true,
+                parked: false,
+            },
+            SettleAction::Park { until } => Transition::Requeue {
+                at: until,
+                error: None,
+                uncount: true,
+                parked: true,
             },
         }
     }
@@ -181,7 +197,8 @@ mod tests {
     #[test]
     fn a_requested_cancel_wins_over_retry_and_release() {
         let release = SettleAction::Release { at: NOW };
-        for action in [retry(), release] {
+        let park = SettleAction::Park { until: NOW };
+        for action in [retry(), release, park] {
             assert_eq!(held(1, 3, true).settle(action), Transition::cancelled());
         }
     }

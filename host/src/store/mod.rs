@@ -113,6 +113,13 @@ pub enum SettleAction {
         /// When it may run again.
         at: Timestamp,
     },
+    /// Give the job back, uncounted, until its handler is loaded: `JobStore::unpark` wakes
+    /// it then, and otherwise it runs again at `until`. Becomes `Cancel` if a cancel was
+    /// requested meanwhile.
+    Park {
+        /// When it is offered again if no load of its handler woke it first.
+        until: Timestamp,
+    },
 }
 
 /// Which jobs `list` returns.
@@ -413,6 +420,15 @@ pub trait JobStore: Send + Sync {
         now: Timestamp,
         timeout: Duration,
     ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Wakes the jobs of `queues` parked for `handler` (`SettleAction::Park`): each one still
+    /// scheduled becomes ready at `now`, and wakes a waiting worker. Returns how many.
+    fn unpark(
+        &self,
+        handler: &str,
+        queues: &[String],
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<usize>> + Send;
 
     /// The earliest `run_at` among scheduled jobs of the unpaused `queues`.
     fn next_run_at(

@@ -18,8 +18,10 @@ use crate::sandbox::{Attempt, ErrorKind, JobInput, Outcome};
 use crate::store::lifecycle::Held;
 use crate::store::{AttemptRecord, Job, JobStore, Progress, SettleAction, Settlement, Timestamp};
 
-/// Wait before a job whose handler is not loaded is offered again.
-const UNKNOWN_HANDLER_RETRY: Duration = Duration::from_secs(2);
+/// Longest a job whose handler is not loaded is parked before it is offered again, unless a
+/// load of its handler wakes it first: bounds how late a wake-up that was missed (the
+/// handler appeared on another host only) makes it run.
+const PARK_LIMIT: Duration = Duration::from_secs(30);
 /// Wait before a job whose handler is still loading is offered again: most loads take well
 /// under a second, and the job should not wait much longer than its handler.
 const LOADING_HANDLER_RETRY: Duration = Duration::from_millis(250);
@@ -93,8 +95,9 @@ pub(super) async fn run_job<S: JobStore + 'static>(
     }
 }
 
-/// A job whose handler is not loaded goes back to wait, or fails once the grace is over
-/// (never while its handler is still loading).
+/// A job whose handler is not loaded is parked until the handler is loaded (at most until
+/// the grace is over, and `PARK_LIMIT` at a time), or fails once the grace is over (never
+/// while its handler is still loading: then it is offered again shortly, quietly).
 fn unknown_handler<S>(shared: &Shared<S>, job: &Job) -> Settlement {
     let now = shared.clock.now();
     let grace = shared.config.host.unknown_handler_grace;
@@ -114,14 +117,13 @@ fn unknown_handler<S>(shared: &Shared<S>, job: &Job) -> Settlement {
             None => format!("handler `{}` is not loaded (waited {waited})", job.handler),
         };
         SettleAction::Fail { error }
-    } else {
+    } else if loading {
         SettleAction::Release {
-            at: now
-                + if loading {
-                    LOADING_HANDLER_RETRY
-                } else {
-                    UNKNOWN_HANDLER_RETRY
-                },
+            at: now + LOADING_HANDLER_RETRY,
+        }
+    } else {
+        SettleAction::Park {
+            until: (job.created_at + grace).min(now + PARK_LIMIT),
         }
     };
     Settlement {

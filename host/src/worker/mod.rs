@@ -11,6 +11,8 @@
 //!   the reaper may take back expired leases (the rule is written there).
 //! - `reaper`: returns jobs of dead hosts to their queues and prunes finished ones, and
 //!   stops the worker when its store file was deleted or replaced.
+//! - `unparker`: wakes the jobs parked for a handler (it was not loaded when they were
+//!   offered) as soon as that handler is loaded here.
 //!
 //! Shutdown is injected (`run(shutdown)`): claiming stops at once, running jobs get
 //! `shutdown_grace` to finish, then their sandboxes are interrupted and the jobs released
@@ -25,6 +27,7 @@ mod contact;
 mod reaper;
 mod renewer;
 mod settler;
+mod unparker;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -88,6 +91,8 @@ struct Shared<S> {
     /// Jobs running here, by id; std lock, never held across an `.await`.
     running: Mutex<HashMap<String, Arc<Running>>>,
     settle: mpsc::UnboundedSender<Settling>,
+    /// The handler of each park the settler wrote, for the unparker.
+    parks: mpsc::UnboundedSender<String>,
     global: Arc<Semaphore>,
     /// Told of every attempt and settlement (logs, metrics, benchmarks).
     events: Events,
@@ -112,6 +117,7 @@ impl<S: JobStore> Shared<S> {
 pub struct Worker<S> {
     shared: Arc<Shared<S>>,
     settlements: mpsc::UnboundedReceiver<Settling>,
+    parks: mpsc::UnboundedReceiver<String>,
     /// Cancelled to stop at once: running jobs are interrupted and handed back without
     /// waiting for `shutdown_grace` (a second signal to `kiln run`).
     interrupt: CancellationToken,
@@ -125,6 +131,7 @@ impl<S: JobStore + 'static> Worker<S> {
         clock: Arc<dyn Clock>,
     ) -> Self {
         let (settle, settlements) = mpsc::unbounded_channel();
+        let (parks_tx, parks) = mpsc::unbounded_channel();
         let owner = format!("{}-{}", std::process::id(), uuid::Uuid::now_v7().simple());
         let global = Arc::new(Semaphore::new(config.host.concurrency));
         let children = Ops::new(config.clone(), store.clone()).with_clock(clock.clone());
@@ -139,11 +146,13 @@ impl<S: JobStore + 'static> Worker<S> {
                 owner,
                 running: Mutex::default(),
                 settle,
+                parks: parks_tx,
                 global,
                 events: Events::default(),
                 contact,
             }),
             settlements,
+            parks,
             interrupt: CancellationToken::new(),
         }
     }
@@ -190,6 +199,11 @@ impl<S: JobStore + 'static> Worker<S> {
         let renewer = tokio::spawn(renewer::renewer(shared.clone(), background.clone()));
         let (gone_tx, mut gone) = oneshot::channel();
         let reaper = tokio::spawn(reaper::reaper(shared.clone(), background.clone(), gone_tx));
+        let unparker = tokio::spawn(unparker::unparker(
+            shared.clone(),
+            self.parks,
+            background.clone(),
+        ));
         let threads = tokio::runtime::Handle::current().metrics().num_workers();
         tracing::info!(owner = %shared.owner, queues = shared.config.queues.len(), threads, "worker started");
 
@@ -243,6 +257,7 @@ impl<S: JobStore + 'static> Worker<S> {
         background.cancel();
         let _ = renewer.await;
         let _ = reaper.await;
+        let _ = unparker.await;
         drop(shared);
         settler.await?;
         if let Some(error) = fatal {

@@ -11,7 +11,7 @@ use super::claim::store_backoff;
 use super::{Settling, Shared};
 use crate::events::{Event, Events};
 use crate::registry::describe;
-use crate::store::JobStore;
+use crate::store::{JobStore, SettleAction};
 
 /// Most settlements written in one round trip.
 const SETTLE_BATCH: usize = 256;
@@ -22,10 +22,11 @@ pub(super) async fn settler<S: JobStore>(
 ) {
     let mut batch = Vec::new();
     let mut failures = 0u32;
-    let (store, clock, events) = (
+    let (store, clock, events, parks) = (
         shared.store.clone(),
         shared.clock.clone(),
         shared.events.clone(),
+        shared.parks.clone(),
     );
     // Holding `shared` would keep the sender alive and this task from ever ending.
     drop(shared);
@@ -47,6 +48,13 @@ pub(super) async fn settler<S: JobStore>(
             Ok(stale) => {
                 failures = 0;
                 report(&events, &batch, &stale);
+                for Settling { settlement, job } in &batch {
+                    if matches!(settlement.action, SettleAction::Park { .. })
+                        && !stale.contains(&settlement.id)
+                    {
+                        let _ = parks.send(job.handler.clone());
+                    }
+                }
                 batch.clear();
             }
             Err(error) => {

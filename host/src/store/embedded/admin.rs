@@ -246,6 +246,13 @@ pub(super) fn prune(
     for queue in &queues {
         deleted += prune_queue(&tx, policy, queue, now).map_err(db(context))?;
     }
+    // A park outlives its job's wait only until here (or the next load of its handler).
+    tx.prepare_cached(
+        "DELETE FROM parked WHERE NOT EXISTS \
+         (SELECT 1 FROM jobs WHERE jobs.id = parked.id AND jobs.state = 'scheduled')",
+    )
+    .and_then(|mut stmt| stmt.execute([]))
+    .map_err(db(context))?;
     tx.commit().map_err(db(context))?;
     Ok(deleted)
 }

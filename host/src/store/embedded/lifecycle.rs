@@ -226,7 +226,10 @@ pub(super) fn settle(
             attempt,
             action,
         } = settlement;
-        let is_release = matches!(action, SettleAction::Release { .. });
+        let is_release = matches!(
+            action,
+            SettleAction::Release { .. } | SettleAction::Park { .. }
+        );
         let held = if is_release || matches!(action, SettleAction::Retry { .. }) {
             match held_by(&tx, &id, &owner).map_err(db(context))? {
                 Some(held) => held,
@@ -359,26 +362,40 @@ fn apply(
                 attempt,
                 owner
             ])?,
-        Transition::Requeue { at, error, uncount } => {
+        Transition::Requeue {
+            at,
+            error,
+            uncount,
+            parked,
+        } => {
             let state = Transition::requeued_state(at, now);
-            tx.prepare_cached(
-                "UPDATE jobs SET state = ?2, run_at = ?3, error = COALESCE(?4, error), \
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE jobs SET state = ?2, run_at = ?3, error = COALESCE(?4, error), \
                  attempts = attempts - ?5, lease_owner = NULL, lease_expires_at = NULL, \
                  updated_at = ?6, \
                  history = CASE WHEN ?7 IS NULL THEN history \
                    ELSE json_insert(history, '$[#]', json(?7)) END \
                  WHERE id = ?1 AND state = 'active' AND lease_owner = ?8",
-            )?
-            .execute(params![
-                id,
-                state.as_str(),
-                at.0,
-                error,
-                i64::from(uncount),
-                now.0,
-                attempt,
-                owner
-            ])?
+                )?
+                .execute(params![
+                    id,
+                    state.as_str(),
+                    at.0,
+                    error,
+                    i64::from(uncount),
+                    now.0,
+                    attempt,
+                    owner
+                ])?;
+            if parked && changed == 1 {
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO parked (id, handler) \
+                     SELECT id, handler FROM jobs WHERE id = ?1",
+                )?
+                .execute(params![id])?;
+            }
+            changed
         }
         Transition::Delete => tx
             .prepare_cached(
@@ -387,4 +404,38 @@ fn apply(
             .execute(params![id, owner])?,
     };
     Ok(changed > 0)
+}
+
+/// Wakes the jobs of `queues` parked for `handler` that are still scheduled: they become
+/// waiting at `now`. Forgets every park of `handler` whose job is no longer scheduled.
+pub(super) fn unpark(
+    conn: &mut Connection,
+    handler: &str,
+    queues: &[String],
+    now: Timestamp,
+) -> StoreResult<usize> {
+    let context = "wake jobs parked for their handler";
+    let queues = serde_json::to_string(queues).map_err(|e| StoreError::Backend {
+        context: context.to_owned(),
+        source: Box::new(e),
+    })?;
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db(context))?;
+    let woken = tx
+        .prepare_cached(
+            "UPDATE jobs SET state = 'waiting', run_at = ?3, updated_at = ?3 \
+             WHERE state = 'scheduled' AND queue IN (SELECT value FROM json_each(?2)) \
+             AND id IN (SELECT id FROM parked WHERE handler = ?1)",
+        )
+        .and_then(|mut stmt| stmt.execute(params![handler, queues, now.0]))
+        .map_err(db(context))?;
+    tx.prepare_cached(
+        "DELETE FROM parked WHERE handler = ?1 AND NOT EXISTS \
+         (SELECT 1 FROM jobs WHERE jobs.id = parked.id AND jobs.state = 'scheduled')",
+    )
+    .and_then(|mut stmt| stmt.execute(params![handler]))
+    .map_err(db(context))?;
+    tx.commit().map_err(db(context))?;
+    Ok(woken)
 }

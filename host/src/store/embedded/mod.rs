@@ -313,6 +313,17 @@ impl JobStore for EmbeddedStore {
         wait::until_ready(self, queues, now, timeout).await
     }
 
+    async fn unpark(&self, handler: &str, queues: &[String], now: Timestamp) -> StoreResult<usize> {
+        let (handler, queues) = (handler.to_owned(), queues.to_vec());
+        let woken = self
+            .run(move |conn| lifecycle::unpark(conn, &handler, &queues, now))
+            .await?;
+        if woken > 0 {
+            self.notify();
+        }
+        Ok(woken)
+    }
+
     async fn next_run_at(&self, queues: &[String]) -> StoreResult<Option<Timestamp>> {
         let queues = queues.to_vec();
         self.run(move |conn| wait::next_run_at(conn, &queues)).await

@@ -80,6 +80,14 @@ CREATE TABLE schedules (
 ) WITHOUT ROWID;
 ";
 
+/// Added without a new schema version, since a build that does not know it loses nothing
+/// (its parked jobs run at their time): created in new files and in older ones alike.
+const PARKED: &str = "
+-- parked: scheduled jobs waiting for their handler to be loaded, woken by its next load.
+CREATE TABLE IF NOT EXISTS parked (id TEXT PRIMARY KEY, handler TEXT NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS parked_handler ON parked (handler);
+";
+
 /// Sets the connection's busy timeout, statement cache, WAL mode and `durability`.
 pub(super) fn configure(conn: &Connection, durability: Durability) -> rusqlite::Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
@@ -130,7 +138,7 @@ fn create_or_check(conn: &Connection, path: &Path, context: &str) -> StoreResult
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(db(context))?;
     }
-    Ok(())
+    conn.execute_batch(PARKED).map_err(db(context))
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@
 
 use super::admin::Stored;
 use super::record::NotWaiting;
-use super::scripts::{PromoteReply, Refusal, SCRIPTS, log_broken};
+use super::scripts::{PromoteReply, Refusal, SCRIPTS, UnparkReply, log_broken};
 use super::settle::{Holding, Leases, ROUNDS, Unheld, Write, still_changing};
 use super::{MOVE_BATCH, RedisStore, backend};
 use crate::store::{StoreResult, Timestamp};
@@ -170,6 +170,25 @@ impl RedisStore {
                 return Ok(());
             }
         }
+    }
+
+    /// Wakes the jobs of `queue` parked for `handler` (`unpark.lua`); returns how many.
+    pub(super) async fn unpark_queue(
+        &self,
+        queue: &str,
+        handler: &str,
+        now: Timestamp,
+    ) -> StoreResult<usize> {
+        let keys = self.keys(queue);
+        let context = format!("wake jobs parked for handler `{handler}` in queue `{queue}`");
+        let mut invocation = self.invocation(&SCRIPTS.unpark, &keys, now);
+        invocation
+            .key(keys.key("parked"))
+            .arg(handler)
+            .arg(self.inner.defaults.queue_json(queue));
+        let UnparkReply { woken, broken } = self.run(&invocation, &context).await?;
+        broken.log(queue);
+        Ok(woken)
     }
 }
 

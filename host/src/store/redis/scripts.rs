@@ -25,6 +25,7 @@ pub(super) struct Scripts {
     pub(super) clear: Script,
     pub(super) prune: Script,
     pub(super) quarantine: Script,
+    pub(super) unpark: Script,
     pub(super) tick: Script,
 }
 
@@ -47,6 +48,7 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     clear: with_lib(include_str!("clear.lua")),
     prune: with_lib(include_str!("prune.lua")),
     quarantine: with_lib(include_str!("quarantine.lua")),
+    unpark: with_lib(include_str!("unpark.lua")),
     tick: with_lib(include_str!("tick.lua")),
 });
 
@@ -257,6 +259,23 @@ impl Reply for PromoteReply {
             redis::from_redis_value(reply).map_err(|e| e.to_string())?;
         Ok(PromoteReply {
             taken,
+            broken: Broken::from_flat(broken)?,
+        })
+    }
+}
+
+/// `unpark.lua`: how many parked jobs it woke, and what it found broken.
+pub(super) struct UnparkReply {
+    pub(super) woken: usize,
+    pub(super) broken: Broken,
+}
+
+impl Reply for UnparkReply {
+    fn from_reply(reply: Value) -> Result<Self, String> {
+        let (woken, broken): (usize, Vec<String>) =
+            redis::from_redis_value(reply).map_err(|e| e.to_string())?;
+        Ok(UnparkReply {
+            woken,
             broken: Broken::from_flat(broken)?,
         })
     }

@@ -49,6 +49,8 @@ pub(super) struct Holding {
     priority: i32,
     /// Released when the job finishes or is deleted.
     unique_key: Option<String>,
+    /// What a parked job waits for (`parked` in `settle.lua`).
+    handler: String,
 }
 
 /// Why what Redis holds of an id is not a held job.
@@ -90,6 +92,7 @@ impl Holding {
             },
             priority: job.priority,
             unique_key: job.unique_key.clone(),
+            handler: job.handler.clone(),
         }
     }
 
@@ -137,7 +140,12 @@ impl Holding {
                     .set("finished_at", Field::Int(now.0));
                 (patch, Place::Finished(*state), self.unique_key.as_deref())
             }
-            Transition::Requeue { at, error, uncount } => {
+            Transition::Requeue {
+                at,
+                error,
+                uncount,
+                parked,
+            } => {
                 let attempts = self.held.attempts.saturating_sub(u32::from(*uncount));
                 let state = Transition::requeued_state(*at, now);
                 let mut patch = ended(attempts)
@@ -146,7 +154,14 @@ impl Holding {
                 if let Some(error) = error {
                     patch = patch.set("error", Field::Text(error.as_bytes()));
                 }
-                (patch, self.requeued(state, *at), None)
+                let place = match self.requeued(state, *at) {
+                    Place::Scheduled(at) if *parked => Place::Parked {
+                        at,
+                        handler: &self.handler,
+                    },
+                    place => place,
+                };
+                (patch, place, None)
             }
             Transition::Delete => return Ok(self.deleted(id)),
         };
@@ -160,7 +175,7 @@ impl Holding {
         })
     }
 
-    fn requeued(&self, state: JobState, at: Timestamp) -> Place {
+    fn requeued(&self, state: JobState, at: Timestamp) -> Place<'_> {
         match state {
             JobState::Scheduled => Place::Scheduled(at),
             _ => Place::Waiting {
@@ -196,18 +211,20 @@ pub(super) struct Write<'a> {
     expected: Option<&'a [u8]>,
     /// The new record; empty when the job is deleted or only unlisted.
     record: Vec<u8>,
-    place: Place,
+    place: Place<'a>,
     /// The unique key to release.
     unique_key: Option<&'a str>,
 }
 
 /// Where a written job goes. Every write ends the job's lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Place {
+pub(super) enum Place<'a> {
     /// To this finished state's set (score: now).
     Finished(JobState),
     /// To `scheduled`, due at this time.
     Scheduled(Timestamp),
+    /// To `scheduled`, due at `at`, and into `parked` as waiting for `handler`.
+    Parked { at: Timestamp, handler: &'a str },
     /// To `waiting`, by priority, then run_at.
     Waiting { priority: i32, run_at: Timestamp },
     /// Gone: the job key and its `all` entry are deleted.
@@ -241,6 +258,7 @@ impl<'a> Write<'a> {
         match self.place {
             Place::Finished(state) => invocation.arg(state.as_str()).arg(now.0).arg(self.id),
             Place::Scheduled(at) => invocation.arg("scheduled").arg(at.0).arg(self.id),
+            Place::Parked { at, handler } => invocation.arg("parked").arg(at.0).arg(handler),
             Place::Waiting { priority, run_at } => invocation
                 .arg("waiting")
                 .arg(-i64::from(priority))
@@ -269,7 +287,13 @@ fn settled<'a>(
     now: Timestamp,
 ) -> Result<Write<'a>, String> {
     let attempt = match (&settlement.action, &settlement.attempt) {
-        (SettleAction::Release { .. } | SettleAction::SucceedAndDelete, _) | (_, None) => None,
+        (
+            SettleAction::Release { .. }
+            | SettleAction::Park { .. }
+            | SettleAction::SucceedAndDelete,
+            _,
+        )
+        | (_, None) => None,
         (_, Some(record)) => Some(
             serde_json::to_string(record)
                 .map_err(|e| format!("the attempt record cannot be encoded: {e}"))?,
@@ -302,6 +326,7 @@ impl RedisStore {
             invocation.key(keys.job(write.id));
             write.push_args(&mut invocation, now);
         }
+        invocation.key(keys.key("parked"));
         let context = format!("settle jobs in queue `{queue}`");
         let SettleReply(refused) = self.run(&invocation, &context).await?;
         if refused

@@ -336,6 +336,14 @@ impl JobStore for RedisStore {
         Ok(())
     }
 
+    async fn unpark(&self, handler: &str, queues: &[String], now: Timestamp) -> StoreResult<usize> {
+        let mut woken = 0;
+        for queue in queues {
+            woken += self.unpark_queue(queue, handler, now).await?;
+        }
+        Ok(woken)
+    }
+
     async fn next_run_at(&self, queues: &[String]) -> StoreResult<Option<Timestamp>> {
         let mut earliest: Option<i64> = None;
         for queue in queues {
