@@ -3,7 +3,8 @@
 //! Layout (front ends over one core):
 //! - `cli/`: the `kiln` command line: `mod.rs` parses arguments and maps errors to exit
 //!   codes, `jobs.rs` the job and queue commands, `handlers.rs` `check` and `handlers`,
-//!   `host.rs` `run` and its signals. Every command calls `ops`.
+//!   `schedules.rs` `schedules` and `schedules trigger`, `host.rs` `run` and its signals.
+//!   Every command calls `ops`.
 //! - `ops/`: one function per producer or admin action (enqueue, get, list, retry, cancel,
 //!   pause, resume, clear, stats, handlers, check, schedules, trigger), their typed `OpsError`, and `JobView`,
 //!   the job as users see it.

@@ -17,6 +17,9 @@
 //! - A state change made on behalf of a worker (`renew`, `settle`, `progress`) applies only
 //!   while that worker still holds the lease; otherwise it is reported back, never applied.
 //! - Ready jobs of a queue are claimed by priority, then `run_at`, then enqueue order.
+//! - A schedule's cron tick is enqueued once: `enqueue_tick` checks the schedule's cursor
+//!   and stores the tick's job and the new cursor in one atomic step, and the cursor
+//!   outlives the job (on Redis it lives in the slot of the schedule's queue).
 //!
 //! Where the Redis store differs (every queue lives in one Redis Cluster slot):
 //! - A batch (`enqueue`, `claim`, `settle`, `renew`) is atomic per queue; on the embedded
