@@ -37,8 +37,9 @@ pub const RETRY: Duration = Duration::from_secs(5);
 /// suspended machine, a corrected clock) is noticed.
 const MAX_SLEEP: Duration = Duration::from_secs(30);
 
-/// Ticks looked at in one search for a schedule's latest missed tick, per doubling of the
-/// window; bounds the work for a per-second schedule after a long outage.
+/// The first span searched, back from now, for a schedule's latest missed tick; each miss
+/// doubles it. A per-second schedule after a long outage then looks at an hour of ticks,
+/// not at every tick since the outage began.
 const FIRST_WINDOW: Duration = Duration::from_secs(3600);
 
 /// The scheduler of one host.
