@@ -14,6 +14,8 @@ mod redis_hosts;
 mod redis_server;
 mod registry;
 mod sandbox;
+mod schedules;
+mod schedules_cli;
 mod stall;
 mod store;
 mod tcp;

@@ -10,8 +10,8 @@ use kiln::config::Config;
 use kiln::registry::Registry;
 use kiln::store::{
     AnyStore, CancelOutcome, Enqueued, Job, JobState, JobStore, ListFilter, NewJob, OutcomeClass,
-    Page, Progress, QueueCounts, RenewReport, RetentionPolicy, RetryTarget, Settlement,
-    StoreResult, Timestamp,
+    Page, Progress, QueueCounts, RenewReport, RetentionPolicy, RetryTarget, ScheduleRecord,
+    Settlement, StoreResult, Timestamp,
 };
 use kiln::worker::{Clock, Worker};
 use tokio::sync::{oneshot, watch};
@@ -152,6 +152,21 @@ impl JobStore for Stalling {
 
     async fn next_run_at(&self, queues: &[String]) -> StoreResult<Option<Timestamp>> {
         through!(self, "next_run_at", self.inner.next_run_at(queues))
+    }
+
+    async fn enqueue_tick(&self, job: NewJob, now: Timestamp) -> StoreResult<Option<Enqueued>> {
+        through!(self, "enqueue_tick", self.inner.enqueue_tick(job, now))
+    }
+
+    async fn schedule_records(
+        &self,
+        schedules: &[(String, String)],
+    ) -> StoreResult<Vec<Option<ScheduleRecord>>> {
+        through!(
+            self,
+            "schedule_records",
+            self.inner.schedule_records(schedules)
+        )
     }
 }
 

@@ -3,8 +3,9 @@
 //! It opens the job store (creating an embedded store file that is missing, the one place
 //! that does), builds the wasmtime runtime sized for the host's concurrency, then runs side
 //! by side until `shutdown` resolves: the first load of the handlers directory (each handler
-//! serves as soon as it is compiled), the reloader watching the directory, and the worker
-//! (with its settler, renewer and reaper).
+//! serves as soon as it is compiled), the reloader watching the directory, the scheduler
+//! (enqueueing the ticks of `[[schedules]]`), and the worker (with its settler, renewer and
+//! reaper). The scheduler stops when the shutdown begins, while running jobs drain.
 //! Every part reports to one [`Events`], so the log lines (and whatever else subscribes)
 //! see the whole host.
 
@@ -18,8 +19,10 @@ use crate::clock::SystemClock;
 use crate::config::{Config, StoreConfig};
 use crate::engine::{Runtime, RuntimeSettings};
 use crate::events::Events;
+use crate::ops::Ops;
 use crate::registry::{Change, Registry, compile_budget};
 use crate::reload::Watcher;
+use crate::scheduler::Scheduler;
 use crate::store::{AnyStore, Role, StoreResult};
 use crate::worker::Worker;
 
@@ -48,10 +51,22 @@ pub async fn run_with(
     let _watcher = Watcher::start(registry.clone())
         .with_context(|| format!("failed to watch handlers directory `{}`", dir.display()))?;
     let loading = tokio::spawn(load_all(registry.clone()));
+    let stop_scheduling = CancellationToken::new();
+    let scheduler = Scheduler::new(
+        Ops::new(config.clone(), store.clone()),
+        Arc::new(SystemClock),
+    );
+    let scheduling = tokio::spawn(scheduler.run(stop_scheduling.clone().cancelled_owned()));
     let worker = Worker::new(store, registry, config, Arc::new(SystemClock))
         .with_events(events)
         .with_interrupt(interrupt);
+    let shutdown = async {
+        shutdown.await;
+        stop_scheduling.cancel();
+    };
     let result = worker.run(shutdown).await;
+    stop_scheduling.cancel();
+    let _ = scheduling.await;
     loading.abort();
     result
 }

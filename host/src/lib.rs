@@ -3,16 +3,20 @@
 //! Layout (front ends over one core):
 //! - `cli/`: the `kiln` command line: `mod.rs` parses arguments and maps errors to exit
 //!   codes, `jobs.rs` the job and queue commands, `handlers.rs` `check` and `handlers`,
-//!   `host.rs` `run` and its signals. Every command calls `ops`.
+//!   `schedules.rs` `schedules` and `schedules trigger`, `host.rs` `run` and its signals.
+//!   Every command calls `ops`.
 //! - `ops/`: one function per producer or admin action (enqueue, get, list, retry, cancel,
-//!   pause, resume, clear, stats, handlers, check), their typed `OpsError`, and `JobView`,
+//!   pause, resume, clear, stats, handlers, check, schedules, trigger), their typed `OpsError`, and `JobView`,
 //!   the job as users see it.
-//! - `host`: `host::run(config, shutdown)`, one host: store, runtime, registry, reloader and
-//!   worker started side by side.
+//! - `host`: `host::run(config, shutdown)`, one host: store, runtime, registry, reloader,
+//!   scheduler and worker started side by side.
 //! - `worker/`: `claim.rs` the claim loops, `attempt.rs` one attempt to its settlement and the
 //!   retry policy, `settler.rs` batched settles, `renewer.rs` lease renewal, `contact.rs`
 //!   when the store has answered steadily enough to take leases back, `reaper.rs` recovery
 //!   of expired leases and pruning.
+//! - `scheduler`: cron ticks of `[[schedules]]` -> jobs, once per tick across hosts, with
+//!   the misfire policies.
+//! - `cron`: cron expressions and their fire times in a time zone (the daylight-saving rule).
 //! - `events`: the observer of attempts, settlements and handler loads; the log lines are one.
 //! - `clock`: where the time comes from (tests drive it).
 //! - `engine`: the wasmtime engine, epoch ticker, linker and pool slots ([`Runtime`]).
@@ -46,6 +50,7 @@ pub mod capabilities;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod cron;
 pub mod engine;
 pub mod events;
 pub mod host;
@@ -57,6 +62,7 @@ pub mod ops;
 pub mod registry;
 pub mod reload;
 pub mod sandbox;
+pub mod scheduler;
 pub mod store;
 pub mod worker;
 

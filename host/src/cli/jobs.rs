@@ -87,6 +87,7 @@ pub async fn run(command: Command, config: Arc<Config>) -> anyhow::Result<ExitCo
         | Command::Check { .. }
         | Command::Handlers { .. }
         | Command::Logs(_)
+        | Command::Schedules(_)
         | Command::CompileHandler { .. } => {
             unreachable!("not a job command")
         }

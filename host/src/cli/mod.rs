@@ -6,6 +6,7 @@
 //! - `jobs`: status, jobs, retry, cancel, pause, resume, clear, stats.
 //! - `logs`: one attempt's stored log.
 //! - `handlers`: `check` and `handlers`.
+//! - `schedules`: `schedules` and `schedules trigger`.
 //! - `host`: `run`.
 //!
 //! Commands return `anyhow::Result<ExitCode>`; `main` only prints errors and maps them.
@@ -15,6 +16,7 @@ mod handlers;
 mod host;
 mod jobs;
 mod logs;
+mod schedules;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -143,6 +145,9 @@ pub enum Command {
         #[arg(long)]
         cpu_seconds: u64,
     },
+    /// List the configured schedules with their next fire times and latest tick, or
+    /// trigger one (`schedules trigger NAME`).
+    Schedules(schedules::SchedulesArgs),
     /// Load the configured handlers directory and list each handler; exits 1 when any
     /// file was refused.
     Handlers {
@@ -192,6 +197,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let store = config.store.clone();
                 let done = match command {
                     Command::Logs(args) => logs::run(args, config).await,
+                    Command::Schedules(args) => schedules::run(args, config).await,
                     command => jobs::run(command, config).await,
                 };
                 done.map_err(|error| name_the_store(error, &store))

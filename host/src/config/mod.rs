@@ -52,6 +52,15 @@
 //! # grants.http_ca_file = "certs/ca.pem"   # a CA trusted for HTTPS besides the system roots
 //! # grants.tcp = ["smtp.example.com:587", "127.0.0.1:5432"]
 //! # ...and any [defaults] key except retention
+//!
+//! [[schedules]]                      # any number; see the README's "Schedules"
+//! name = "nightly-cleanup"           # unique
+//! handler = "cleanup"                # must be a handler this config or the directory knows
+//! cron = "0 0 * * *"                 # 5 fields as in crontab, or 6 with seconds first
+//! timezone = "Europe/Madrid"         # IANA name (default "UTC")
+//! payload = { older_than = "30d" }   # any TOML value, handed to the handler as JSON
+//! queue = "maintenance"              # default: the handler's queue
+//! misfire = "skip"                   # or "run-once": one catch-up tick after hosts were down
 //! ```
 //!
 //! Relative paths (`handlers_dir`, `cache_dir`, `store.path`, `grants.dir`,
@@ -61,6 +70,7 @@
 mod env;
 mod error;
 mod raw;
+mod schedules;
 mod units;
 mod validate;
 
@@ -69,6 +79,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::{ConfigError, Location};
+pub use schedules::{Misfire, ScheduleConfig};
 
 /// Parses a byte size as config values are written (`64MiB`, `10MB`, `1000`), for command
 /// line flags; the error is a phrase naming the text.
@@ -101,6 +112,8 @@ pub struct Config {
     /// Handlers that have a `[handlers.NAME]` table. A loaded handler without one uses the
     /// default queue and the queue's settings.
     pub handlers: BTreeMap<String, HandlerConfig>,
+    /// `[[schedules]]`, in file order; names are unique.
+    pub schedules: Vec<ScheduleConfig>,
 }
 
 /// `[host]`: how this process runs jobs.

@@ -58,6 +58,21 @@ pub(super) struct RawConfig {
     pub queues: BTreeMap<Spanned<String>, RawQueue>,
     #[serde(default)]
     pub handlers: BTreeMap<Spanned<String>, RawHandler>,
+    #[serde(default)]
+    pub schedules: Vec<Spanned<RawSchedule>>,
+}
+
+/// One `[[schedules]]` entry.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSchedule {
+    pub name: Value<String>,
+    pub handler: Value<String>,
+    pub cron: Value<String>,
+    pub timezone: Value<String>,
+    pub payload: Value<toml::Value>,
+    pub queue: Value<String>,
+    pub misfire: Value<String>,
 }
 
 /// `[host]`.

@@ -59,8 +59,8 @@ pub(super) fn build(
 }
 
 /// Validation state: where values came from and what relative paths resolve against.
-struct Checker<'a> {
-    origins: &'a Origins<'a>,
+pub(super) struct Checker<'a> {
+    pub(super) origins: &'a Origins<'a>,
     base: PathBuf,
 }
 
@@ -97,6 +97,7 @@ impl Checker<'_> {
             let handler = self.handler(name.get_ref(), h, &queues)?;
             handlers.insert(name.get_ref().clone(), handler);
         }
+        let schedules = self.schedules(&raw.schedules, &host, &queues, &handlers)?;
 
         Ok(Config {
             source: origin.to_owned(),
@@ -106,6 +107,7 @@ impl Checker<'_> {
             retention,
             queues,
             handlers,
+            schedules,
         })
     }
 

@@ -76,6 +76,7 @@ impl<S: JobStore> Ops<S> {
             run_at: request.run_at,
             max_attempts: settings.max_attempts,
             unique_key: request.unique_key,
+            tick: None,
         })
     }
 

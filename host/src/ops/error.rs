@@ -11,6 +11,9 @@ pub enum OpsError {
     /// The queue is not in the config.
     #[error("queue `{queue}` is not configured (queues: {})", known.join(", "))]
     UnknownQueue { queue: String, known: Vec<String> },
+    /// No schedule of this name is configured.
+    #[error("schedule `{name}` is not configured (schedules: {})", known.join(", "))]
+    UnknownSchedule { name: String, known: Vec<String> },
     /// No handler of this name can be loaded from the handlers directory.
     #[error("unknown handler `{handler}`: {reason}")]
     UnknownHandler { handler: String, reason: String },
@@ -59,6 +62,7 @@ impl OpsError {
         match self {
             OpsError::JobNotFound(_)
             | OpsError::UnknownQueue { .. }
+            | OpsError::UnknownSchedule { .. }
             | OpsError::UnknownHandler { .. } => ErrorClass::NotFound,
             OpsError::Invalid { .. } => ErrorClass::Invalid,
             OpsError::TooLarge { .. } => ErrorClass::TooLarge,
@@ -74,6 +78,7 @@ impl OpsError {
             OpsError::JobNotFound(_) => "job-not-found",
             OpsError::UnknownQueue { .. } => "unknown-queue",
             OpsError::UnknownHandler { .. } => "unknown-handler",
+            OpsError::UnknownSchedule { .. } => "unknown-schedule",
             OpsError::Invalid { .. } => "invalid",
             OpsError::TooLarge { .. } => "too-large",
             OpsError::Conflict(_) => "conflict",

@@ -1,6 +1,6 @@
 //! The operations layer: one function per producer or admin action, shared by every front end.
 //!
-//! The CLI, handlers' `enqueue` (and later the HTTP API and the scheduler) parse their input
+//! The CLI, handlers' `enqueue`, the scheduler (and later the HTTP API) parse their input
 //! and call [`Ops`]; the rules of what a job is, how a request is checked and resolved from
 //! the config, and how a job is shown ([`JobView`]) live here once. Every failure is an
 //! [`OpsError`], which each front end maps in one place (an exit code, an HTTP status).
@@ -9,6 +9,8 @@
 //! - `jobs`: get, list, retry one or all failed, cancel.
 //! - `queues`: pause, resume, clear, stats.
 //! - `handlers`: the handlers a registry serves or refused, and `check` of one file.
+//! - `schedules`: one schedule tick (the scheduler, `kiln schedules trigger`), and the
+//!   schedules with their next fire times and latest tick.
 //! - `view`: the job as users see it, in text and JSON.
 
 mod enqueue;
@@ -16,6 +18,7 @@ mod error;
 pub mod handlers;
 mod jobs;
 mod queues;
+pub mod schedules;
 pub mod view;
 
 use std::sync::Arc;

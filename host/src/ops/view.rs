@@ -11,7 +11,7 @@ use base64::Engine as _;
 use serde::Serialize;
 use serde::ser::{SerializeStruct, Serializer};
 
-use crate::store::{AttemptRecord, Job, JobState, Lease, Progress, Timestamp};
+use crate::store::{AttemptRecord, Job, JobState, Lease, Progress, Tick, Timestamp};
 
 /// Bodies larger than this are summarised (size and encoding, no value) unless asked for.
 pub const SUMMARY_LIMIT: usize = 64 << 10;
@@ -124,6 +124,9 @@ struct JobJson<'a> {
     error: &'a Option<String>,
     unique_key: &'a Option<String>,
     cancel_requested: bool,
+    /// The schedule tick the job is for; absent for jobs no schedule enqueued.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tick: &'a Option<Tick>,
     payload: Body<'a>,
     result: Option<Body<'a>>,
     history: &'a [AttemptRecord],
@@ -159,6 +162,7 @@ impl<'a> JobView<'a> {
             error: &job.error,
             unique_key: &job.unique_key,
             cancel_requested: job.cancel_requested,
+            tick: &job.tick,
             payload: Body::new(&job.payload, self.full),
             result: self.result(),
             history: &job.history,
@@ -182,6 +186,10 @@ impl<'a> JobView<'a> {
             job.state, job.attempts, job.max_attempts
         );
         let _ = writeln!(out, "run at    {}  created {}", job.run_at, job.created_at);
+        if let Some(tick) = &job.tick {
+            let how = if tick.manual { " (triggered)" } else { "" };
+            let _ = writeln!(out, "schedule  {}  tick {}{how}", tick.schedule, tick.at);
+        }
         if let Some(progress) = &job.progress {
             let note = progress.message.as_deref().unwrap_or("");
             let _ = writeln!(out, "progress  {}% {note}", progress.percent);

@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::{
     CancelOutcome, Durability, EmbeddedStore, Enqueued, Job, JobDefaults, JobStore, ListFilter,
     NewJob, Page, Patience, Progress, QueueCounts, RedisStore, RedisTarget, RenewReport,
-    RetentionPolicy, RetryTarget, Settlement, StoreResult, Timestamp,
+    RetentionPolicy, RetryTarget, ScheduleRecord, Settlement, StoreResult, Timestamp,
 };
 
 /// Where jobs are kept: `[store]` in the config, validated.
@@ -206,5 +206,16 @@ impl JobStore for AnyStore {
 
     async fn next_run_at(&self, queues: &[String]) -> StoreResult<Option<Timestamp>> {
         delegate!(self, s => s.next_run_at(queues))
+    }
+
+    async fn enqueue_tick(&self, job: NewJob, now: Timestamp) -> StoreResult<Option<Enqueued>> {
+        delegate!(self, s => s.enqueue_tick(job, now))
+    }
+
+    async fn schedule_records(
+        &self,
+        schedules: &[(String, String)],
+    ) -> StoreResult<Vec<Option<ScheduleRecord>>> {
+        delegate!(self, s => s.schedule_records(schedules))
     }
 }

@@ -76,6 +76,57 @@ pub struct NewJob {
     /// Deduplication key: while an unfinished job with this key exists (in any queue),
     /// enqueueing another returns the existing job's id instead.
     pub unique_key: Option<String>,
+    /// The schedule tick this job is for, when a schedule enqueued it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tick: Option<Tick>,
+}
+
+/// One tick of a schedule: what a job enqueued by the scheduler (or `kiln schedules
+/// trigger`) records about why it exists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tick {
+    /// The schedule's name.
+    pub schedule: String,
+    /// The tick's instant: the cron fire time, or the time of a manual trigger.
+    pub at: Timestamp,
+    /// Enqueued by `kiln schedules trigger`, not by the cron expression.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub manual: bool,
+}
+
+impl Tick {
+    /// The id of this tick's job (the part after `QUEUE/` on Redis): for a cron tick, a
+    /// UUID v7 whose time is the tick's and whose other bits come from a hash of the
+    /// schedule's name and the tick, so every host derives the same id for the same tick;
+    /// for a manual tick, a fresh UUID v7.
+    pub fn job_uuid(&self) -> uuid::Uuid {
+        if self.manual {
+            return uuid::Uuid::now_v7();
+        }
+        use sha2::Digest as _;
+        let mut hash = sha2::Sha256::new();
+        hash.update(self.schedule.as_bytes());
+        hash.update([0]);
+        hash.update(self.at.0.to_be_bytes());
+        let digest = hash.finalize();
+        let mut bits = [0u8; 10];
+        bits.copy_from_slice(&digest[..10]);
+        let millis = u64::try_from(self.at.0).unwrap_or(0);
+        uuid::Builder::from_unix_timestamp_millis(millis, &bits).into_uuid()
+    }
+}
+
+/// What a store remembers of one schedule, so that every host agrees on which ticks were
+/// enqueued (however long ago their jobs finished) and what `kiln schedules` shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleRecord {
+    /// The latest cron tick enqueued; a cron tick at or before it is never enqueued again.
+    /// `None` while only manual ticks were enqueued.
+    pub cursor: Option<Timestamp>,
+    /// The latest tick enqueued, cron or manual.
+    pub last_tick: Timestamp,
+    /// That tick's job.
+    pub last_job: String,
 }
 
 impl NewJob {
@@ -89,6 +140,7 @@ impl NewJob {
             run_at: None,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             unique_key: None,
+            tick: None,
         }
     }
 }
@@ -312,4 +364,38 @@ pub struct Job {
     pub finished_at: Option<Timestamp>,
     /// Every attempt so far, oldest first.
     pub history: Vec<AttemptRecord>,
+    /// The schedule tick it was enqueued for, if a schedule enqueued it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tick: Option<Tick>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Tick, Timestamp};
+
+    fn tick(schedule: &str, at: i64, manual: bool) -> Tick {
+        Tick {
+            schedule: schedule.to_owned(),
+            at: Timestamp(at),
+            manual,
+        }
+    }
+
+    #[test]
+    fn a_cron_tick_has_one_job_id_and_a_manual_tick_a_fresh_one() {
+        let nightly = tick("nightly", 1_774_742_400_000, false);
+        let id = nightly.job_uuid();
+        assert_eq!(id, nightly.job_uuid(), "every host derives the same id");
+        assert_eq!(id.get_version_num(), 7);
+        let (secs, _) = id.get_timestamp().unwrap().to_unix();
+        assert_eq!(
+            secs * 1000,
+            1_774_742_400_000,
+            "the id carries the tick's time"
+        );
+        assert_ne!(id, tick("hourly", 1_774_742_400_000, false).job_uuid());
+        assert_ne!(id, tick("nightly", 1_774_828_800_000, false).job_uuid());
+        let manual = tick("nightly", 1_774_742_400_000, true);
+        assert_ne!(manual.job_uuid(), manual.job_uuid());
+    }
 }

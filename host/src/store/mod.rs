@@ -17,6 +17,9 @@
 //! - A state change made on behalf of a worker (`renew`, `settle`, `progress`) applies only
 //!   while that worker still holds the lease; otherwise it is reported back, never applied.
 //! - Ready jobs of a queue are claimed by priority, then `run_at`, then enqueue order.
+//! - A schedule's cron tick is enqueued once: `enqueue_tick` checks the schedule's cursor
+//!   and stores the tick's job and the new cursor in one atomic step, and the cursor
+//!   outlives the job (on Redis it lives in the slot of the schedule's queue).
 //!
 //! Where the Redis store differs (every queue lives in one Redis Cluster slot):
 //! - A batch (`enqueue`, `claim`, `settle`, `renew`) is atomic per queue; on the embedded
@@ -44,7 +47,7 @@ pub use defaults::JobDefaults;
 pub use embedded::{Durability, EmbeddedStore};
 pub use job::{
     AttemptRecord, DEFAULT_MAX_ATTEMPTS, Job, JobState, Lease, NewJob, OutcomeClass, Progress,
-    Timestamp, UnknownJobState,
+    ScheduleRecord, Tick, Timestamp, UnknownJobState,
 };
 pub use redis::{Patience, RedisEndpoint, RedisStore, RedisTarget};
 pub use retention::{Keep, Retention, RetentionPolicy};
@@ -435,4 +438,23 @@ pub trait JobStore: Send + Sync {
         &self,
         queues: &[String],
     ) -> impl Future<Output = StoreResult<Option<Timestamp>>> + Send;
+
+    /// Enqueues `job`, which carries its schedule `tick`, to run now, unless that schedule's
+    /// cursor (its [`ScheduleRecord`]) is already at or past `tick.at`: then nothing is
+    /// stored and `None` returned. The check, the insert and the new record are one atomic
+    /// step, and the record outlives the job, so each cron tick is enqueued once however many
+    /// hosts try and however long ago its job finished. A manual tick is always enqueued and
+    /// leaves the cursor where it was. On Redis the record lives in the job's queue's slot.
+    fn enqueue_tick(
+        &self,
+        job: NewJob,
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<Option<Enqueued>>> + Send;
+
+    /// The record of each `(schedule, queue)` in `schedules`, in order; `None` for a
+    /// schedule that never enqueued a tick (into that queue, on Redis).
+    fn schedule_records(
+        &self,
+        schedules: &[(String, String)],
+    ) -> impl Future<Output = StoreResult<Vec<Option<ScheduleRecord>>>> + Send;
 }

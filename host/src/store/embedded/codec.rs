@@ -9,7 +9,7 @@ use rusqlite::Row;
 
 use super::db;
 use crate::store::{
-    AttemptRecord, Job, JobState, Lease, Progress, StoreError, StoreResult, Timestamp,
+    AttemptRecord, Job, JobState, Lease, Progress, StoreError, StoreResult, Tick, Timestamp,
     UnknownJobState,
 };
 
@@ -17,7 +17,7 @@ use crate::store::{
 pub(super) const JOB_COLUMNS: &str = "seq, id, handler, queue, payload, priority, state, \
     attempts, max_attempts, run_at, lease_owner, lease_expires_at, result, error, \
     progress_percent, progress_message, unique_key, cancel_requested, created_at, updated_at, \
-    finished_at, history";
+    finished_at, history, tick_schedule, tick_at, tick_manual";
 
 /// Reads every row of a query selecting `JOB_COLUMNS`, each with its `seq`.
 pub(super) fn collect_jobs(
@@ -97,6 +97,17 @@ fn read_columns(row: &Row<'_>) -> rusqlite::Result<(i64, Job, String, String)> {
         updated_at: Timestamp(row.get(19)?),
         finished_at: row.get::<_, Option<i64>>(20)?.map(Timestamp),
         history: Vec::new(),
+        tick: match (
+            row.get::<_, Option<String>>(22)?,
+            row.get::<_, Option<i64>>(23)?,
+        ) {
+            (Some(schedule), Some(at)) => Some(Tick {
+                schedule,
+                at: Timestamp(at),
+                manual: row.get(24)?,
+            }),
+            _ => None,
+        },
     };
     Ok((row.get(0)?, job, row.get(6)?, row.get(21)?))
 }

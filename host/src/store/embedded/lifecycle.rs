@@ -39,8 +39,8 @@ pub(super) fn enqueue(
     Ok(results)
 }
 
-/// `enqueue`'s work inside its transaction.
-fn insert_jobs(
+/// `enqueue`'s work inside its transaction (also `enqueue_tick`'s).
+pub(super) fn insert_jobs(
     tx: &Transaction<'_>,
     jobs: Vec<NewJob>,
     now: Timestamp,
@@ -51,8 +51,8 @@ fn insert_jobs(
     )?;
     let mut insert = tx.prepare_cached(
         "INSERT INTO jobs (id, handler, queue, payload, priority, state, max_attempts, \
-         run_at, unique_key, created_at, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
+         run_at, unique_key, created_at, updated_at, tick_schedule, tick_at, tick_manual) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12, ?13)",
     )?;
     let mut results = Vec::with_capacity(jobs.len());
     for job in jobs {
@@ -64,7 +64,11 @@ fn insert_jobs(
                 continue;
             }
         }
-        let id = uuid::Uuid::now_v7().to_string();
+        let id = job
+            .tick
+            .as_ref()
+            .map_or_else(uuid::Uuid::now_v7, |tick| tick.job_uuid())
+            .to_string();
         let run_at = job.run_at.unwrap_or(now);
         let state = if run_at > now {
             JobState::Scheduled
@@ -82,6 +86,9 @@ fn insert_jobs(
             run_at.0,
             job.unique_key,
             now.0,
+            job.tick.as_ref().map(|tick| &tick.schedule),
+            job.tick.as_ref().map(|tick| tick.at.0),
+            job.tick.as_ref().is_some_and(|tick| tick.manual),
         ])?;
         results.push(Enqueued {
             id,

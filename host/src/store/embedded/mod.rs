@@ -10,9 +10,10 @@
 //!
 //! Layout: the `jobs` table holds one row per job, with its attempt history as a JSON array
 //! appended in SQL (`json_insert`) so settling never parses it; `paused_queues` lists paused
-//! queues. `seq` (the rowid) is the enqueue order and the FIFO tie-breaker. Writes that change many
-//! jobs (`claim`, `settle`, `enqueue`) take the write lock up front (`BEGIN IMMEDIATE`) and
-//! handle the whole batch in one transaction with cached prepared statements.
+//! queues; `schedules` holds each schedule's cursor, latest tick and its job. `seq` (the
+//! rowid) is the enqueue order and the FIFO tie-breaker. Writes that change many jobs
+//! (`claim`, `settle`, `enqueue`) take the write lock up front (`BEGIN IMMEDIATE`) and handle
+//! the whole batch in one transaction with cached prepared statements.
 //!
 //! Durability (`Durability`): WAL with `synchronous=NORMAL` commits without an fsync; the WAL
 //! is synced at checkpoints. A commit survives the process dying (`kill -9`, panic), but the
@@ -23,12 +24,14 @@
 //! This file holds the handle, its connection and the `JobStore` impl, which runs each call
 //! on the blocking thread and wakes local waiters; the SQL is in `schema` (tables, `PRAGMA`s,
 //! version check), `codec` (row <-> `Job`), `lifecycle` (enqueue, claim, renew, progress,
-//! settle, recover), `admin` (get, list, counts, retry, cancel, pause, resume, clear, prune)
-//! and `wait` (waiting for ready jobs, the next due time).
+//! settle, recover), `admin` (get, list, counts, retry, cancel, pause, resume, clear, prune),
+//! `schedules` (schedule ticks and their records) and `wait` (waiting for ready jobs, the
+//! next due time).
 
 mod admin;
 mod codec;
 mod lifecycle;
+mod schedules;
 mod schema;
 mod wait;
 
@@ -42,7 +45,8 @@ use tokio::sync::Notify;
 
 use super::{
     CancelOutcome, Enqueued, Job, JobStore, ListFilter, NewJob, Page, Progress, QueueCounts,
-    RenewReport, RetentionPolicy, RetryTarget, Settlement, StoreError, StoreResult, Timestamp,
+    RenewReport, RetentionPolicy, RetryTarget, ScheduleRecord, Settlement, StoreError, StoreResult,
+    Timestamp,
 };
 
 /// How hard each commit is pushed to disk (see the module doc for the trade-off).
@@ -323,5 +327,23 @@ impl JobStore for EmbeddedStore {
     async fn next_run_at(&self, queues: &[String]) -> StoreResult<Option<Timestamp>> {
         let queues = queues.to_vec();
         self.run(move |conn| wait::next_run_at(conn, &queues)).await
+    }
+
+    async fn enqueue_tick(&self, job: NewJob, now: Timestamp) -> StoreResult<Option<Enqueued>> {
+        let enqueued = self
+            .run(move |conn| schedules::enqueue_tick(conn, job, now))
+            .await?;
+        if enqueued.is_some() {
+            self.notify();
+        }
+        Ok(enqueued)
+    }
+
+    async fn schedule_records(
+        &self,
+        schedules: &[(String, String)],
+    ) -> StoreResult<Vec<Option<ScheduleRecord>>> {
+        let names: Vec<String> = schedules.iter().map(|(name, _)| name.clone()).collect();
+        self.run(move |conn| schedules::records(conn, &names)).await
     }
 }

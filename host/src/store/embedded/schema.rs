@@ -14,7 +14,8 @@ use super::{Durability, db};
 use crate::store::{StoreError, StoreResult};
 
 /// Schema version written to `PRAGMA user_version`; a file with a larger one is refused.
-const SCHEMA_VERSION: i64 = 1;
+/// 2 added schedule ticks (`SCHEDULES`).
+const SCHEMA_VERSION: i64 = 2;
 
 /// How long a writer waits for another process's write lock before failing. Long enough to
 /// ride out a large prune or batch from the CLI, short enough to surface a stuck lock.
@@ -62,6 +63,21 @@ CREATE INDEX jobs_state ON jobs (state, queue);
 -- prune by age and by count.
 CREATE INDEX jobs_finished ON jobs (state, finished_at) WHERE finished_at IS NOT NULL;
 CREATE TABLE paused_queues (name TEXT PRIMARY KEY) WITHOUT ROWID;
+";
+
+/// Version 2: the schedule tick a job was enqueued for, and one row per schedule with its
+/// cursor (the latest cron tick enqueued) and its latest tick and job. Applied to new files
+/// after `SCHEMA`, and to version 1 files when opened.
+const SCHEDULES: &str = "
+ALTER TABLE jobs ADD COLUMN tick_schedule TEXT;
+ALTER TABLE jobs ADD COLUMN tick_at INTEGER;
+ALTER TABLE jobs ADD COLUMN tick_manual INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE schedules (
+    name TEXT PRIMARY KEY,
+    cursor INTEGER,
+    last_tick INTEGER NOT NULL,
+    last_job TEXT NOT NULL
+) WITHOUT ROWID;
 ";
 
 /// Added without a new schema version, since a build that does not know it loses nothing
@@ -116,8 +132,61 @@ fn create_or_check(conn: &Connection, path: &Path, context: &str) -> StoreResult
     }
     if found == 0 {
         conn.execute_batch(SCHEMA).map_err(db(context))?;
+    }
+    if found < 2 {
+        conn.execute_batch(SCHEDULES).map_err(db(context))?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(db(context))?;
     }
     conn.execute_batch(PARKED).map_err(db(context))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{EmbeddedStore, JobStore, NewJob, Tick, Timestamp};
+
+    /// A file written by a version 1 Kiln (before schedules) opens, gains the schedule
+    /// columns and table, and keeps its jobs.
+    #[tokio::test]
+    async fn a_version_1_file_is_upgraded_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute(
+                "INSERT INTO jobs (id, handler, queue, payload, priority, state, max_attempts, \
+                 run_at, created_at, updated_at) \
+                 VALUES ('old', 'echo', 'default', x'', 0, 'waiting', 3, 5, 5, 5)",
+                [],
+            )
+            .unwrap();
+        }
+        let store = EmbeddedStore::open(&path, Durability::Normal).unwrap();
+        let old = store
+            .get("old")
+            .await
+            .unwrap()
+            .expect("the old job is kept");
+        assert_eq!(old.tick, None);
+        let mut job = NewJob::new("echo", "default", Vec::new());
+        job.tick = Some(Tick {
+            schedule: "nightly".into(),
+            at: Timestamp(60_000),
+            manual: false,
+        });
+        let enqueued = store.enqueue_tick(job.clone(), Timestamp(61_000)).await;
+        assert!(enqueued.unwrap().is_some());
+        assert_eq!(
+            store.enqueue_tick(job, Timestamp(62_000)).await.unwrap(),
+            None
+        );
+        let conn = Connection::open(&path).unwrap();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+    }
 }

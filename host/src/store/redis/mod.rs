@@ -37,6 +37,7 @@
 //! - `keys.rs`: key names, what ids say, waiting-set members.
 //! - `record.rs`: the record codec: decoding, patching.
 //! - `scripts.rs`: the script set and the decoding of every script reply.
+//! - `schedules.rs`: schedule ticks (`tick.lua`) and schedule records.
 //! - `store.rs`: the `JobStore` impl and the worker's path (enqueue, claim, renew, progress,
 //!   wait).
 //! - `settle.rs`: settling: decisions as writes, and the compare-and-set that applies them.
@@ -51,6 +52,7 @@ mod conn;
 mod keys;
 mod reaper;
 mod record;
+mod schedules;
 mod scripts;
 mod settle;
 mod store;

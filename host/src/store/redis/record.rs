@@ -9,7 +9,8 @@
 use rmpv::ValueRef;
 
 use crate::store::{
-    AttemptRecord, Job, JobDefaults, JobState, Lease, Progress, StoreError, StoreResult, Timestamp,
+    AttemptRecord, Job, JobDefaults, JobState, Lease, Progress, StoreError, StoreResult, Tick,
+    Timestamp,
 };
 
 /// The claim a `leases` entry and the `active` set describe, laid over a job's record.
@@ -145,6 +146,20 @@ impl<'a> Record<'a> {
         self.number(field).map(Timestamp)
     }
 
+    /// The schedule tick a job records (`schedule`, `tick`, `tick_manual`), if any.
+    fn tick(&mut self) -> Result<Option<Tick>, String> {
+        let (Some(schedule), Some(at)) = (self.text_opt("schedule")?, self.time_opt("tick")?)
+        else {
+            return Ok(None);
+        };
+        let manual = matches!(self.take("tick_manual"), Some(ValueRef::Boolean(true)));
+        Ok(Some(Tick {
+            schedule,
+            at,
+            manual,
+        }))
+    }
+
     /// The job this record describes, active under `claim` when it is claimed, or why the
     /// record does not describe a job.
     pub(super) fn job(
@@ -201,6 +216,7 @@ impl<'a> Record<'a> {
             updated_at: self.time("updated_at")?,
             finished_at: self.time_opt("finished_at")?,
             history,
+            tick: self.tick()?,
         };
         // A claim leaves the record as it was: the job is active with one more attempt.
         if let Some(claim) = claim {

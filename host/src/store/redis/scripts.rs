@@ -26,6 +26,7 @@ pub(super) struct Scripts {
     pub(super) prune: Script,
     pub(super) quarantine: Script,
     pub(super) unpark: Script,
+    pub(super) tick: Script,
 }
 
 pub(super) const LIB: &str = include_str!("lib.lua");
@@ -48,6 +49,7 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     prune: with_lib(include_str!("prune.lua")),
     quarantine: with_lib(include_str!("quarantine.lua")),
     unpark: with_lib(include_str!("unpark.lua")),
+    tick: with_lib(include_str!("tick.lua")),
 });
 
 impl RedisStore {
@@ -114,6 +116,20 @@ impl Reply for Vec<Enqueued> {
                 _ => Err(format!("unexpected entry {pair:?}")),
             })
             .collect()
+    }
+}
+
+/// `tick.lua`: the new job's id and 0, or '' and 1 when the tick was already enqueued.
+impl Reply for Option<Enqueued> {
+    fn from_reply(reply: Value) -> Result<Self, String> {
+        match array(reply)?.as_slice() {
+            [Value::BulkString(id), Value::Int(0)] => Ok(Some(Enqueued {
+                id: String::from_utf8_lossy(id).into_owned(),
+                existing: false,
+            })),
+            [_, Value::Int(1)] => Ok(None),
+            other => Err(format!("unexpected reply {other:?}")),
+        }
     }
 }
 

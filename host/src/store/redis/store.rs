@@ -14,7 +14,8 @@ use super::wake::Registration;
 use super::{MAX_CLAIM_BATCH, MOVE_BATCH, RedisStore, backend, lock};
 use crate::store::{
     CancelOutcome, Enqueued, Job, JobStore, ListFilter, NewJob, Page, Progress, QueueCounts,
-    RenewReport, RetentionPolicy, RetryTarget, Settlement, StoreError, StoreResult, Timestamp,
+    RenewReport, RetentionPolicy, RetryTarget, ScheduleRecord, Settlement, StoreError, StoreResult,
+    Timestamp,
 };
 
 impl RedisStore {
@@ -364,5 +365,16 @@ impl JobStore for RedisStore {
             }
         }
         Ok(earliest.map(Timestamp))
+    }
+
+    async fn enqueue_tick(&self, job: NewJob, now: Timestamp) -> StoreResult<Option<Enqueued>> {
+        self.enqueue_tick_job(job, now).await
+    }
+
+    async fn schedule_records(
+        &self,
+        schedules: &[(String, String)],
+    ) -> StoreResult<Vec<Option<ScheduleRecord>>> {
+        self.records(schedules).await
     }
 }
