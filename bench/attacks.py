@@ -85,7 +85,8 @@ class Host:
     def __init__(self, kiln, cli, project, slow_sink=None):
         self.kiln, self.cli_path, self.project = kiln, cli, project
         self.log_path = project / "host.log"
-        env = dict(os.environ, KILN_CONFIG=str(project / "config.toml"), KILN_LOG="info")
+        env = dict(os.environ, KILN_CONFIG=str(project / "config.toml"), KILN_LOG="info",
+                   NO_COLOR="1")
         self.env = env
         if slow_sink:
             self.proc = subprocess.Popen(
@@ -248,7 +249,7 @@ def attack_missing(host):
 
 
 def attack_bomb(host):
-    (host.project / "handlers" / "bomb.wasm").write_bytes(compile_bomb(100_000))
+    (host.project / "handlers" / "bomb.wasm").write_bytes(compile_bomb(260_000))
     return [], lambda: host.logged("handler=bomb")
 
 
@@ -268,7 +269,7 @@ ATTACKS = {
     "missing-handler": (["echo", "fanout", "ghost"],
                         '\n[queues.ghostq]\n[handlers.ghost]\nqueue = "ghostq"\n'
                         '[handlers.fanout]\ntimeout = "300s"\n', {}, attack_missing, 35),
-    "compile-bomb": (["echo"], "", {}, attack_bomb, 5),
+    "compile-bomb": (["echo"], "", {}, attack_bomb, 20),
     "bigmem": (["echo"], "", {}, attack_bigmem, 2),
     "oversize-result-x7": (["echo", "oversize"], "", {},
                            jobs_of("oversize", {"via": "result", "mib": 50}, 7), 2),
