@@ -16,7 +16,7 @@
 
 use super::admin::Stored;
 use super::record::NotWaiting;
-use super::scripts::{PromoteReply, Refusal, SCRIPTS, UnparkReply, log_broken};
+use super::scripts::{MovedReply, Refusal, SCRIPTS, log_broken};
 use super::settle::{Holding, Leases, ROUNDS, Unheld, Write, still_changing};
 use super::{MOVE_BATCH, RedisStore, backend};
 use crate::store::{StoreResult, Timestamp};
@@ -164,7 +164,10 @@ impl RedisStore {
             invocation
                 .arg(MOVE_BATCH)
                 .arg(self.inner.defaults.queue_json(queue));
-            let PromoteReply { taken, broken } = self.run(&invocation, &context).await?;
+            let MovedReply {
+                moved: taken,
+                broken,
+            } = self.run(&invocation, &context).await?;
             broken.log(queue);
             if taken < MOVE_BATCH {
                 return Ok(());
@@ -186,7 +189,10 @@ impl RedisStore {
             .key(keys.key("parked"))
             .arg(handler)
             .arg(self.inner.defaults.queue_json(queue));
-        let UnparkReply { woken, broken } = self.run(&invocation, &context).await?;
+        let MovedReply {
+            moved: woken,
+            broken,
+        } = self.run(&invocation, &context).await?;
         broken.log(queue);
         Ok(woken)
     }

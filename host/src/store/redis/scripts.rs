@@ -246,36 +246,20 @@ impl Reply for SettleReply {
     }
 }
 
-/// `promote.lua`: how many due ids it took off `scheduled` (promoted or, when broken,
-/// dropped), and what it found broken.
-pub(super) struct PromoteReply {
-    pub(super) taken: usize,
+/// `promote.lua` and `unpark.lua`: how many ids the script moved (promote: due ids it took
+/// off `scheduled`, promoted or, when broken, dropped; unpark: parked jobs it woke), and
+/// what it found broken.
+pub(super) struct MovedReply {
+    pub(super) moved: usize,
     pub(super) broken: Broken,
 }
 
-impl Reply for PromoteReply {
+impl Reply for MovedReply {
     fn from_reply(reply: Value) -> Result<Self, String> {
-        let (taken, broken): (usize, Vec<String>) =
+        let (moved, broken): (usize, Vec<String>) =
             redis::from_redis_value(reply).map_err(|e| e.to_string())?;
-        Ok(PromoteReply {
-            taken,
-            broken: Broken::from_flat(broken)?,
-        })
-    }
-}
-
-/// `unpark.lua`: how many parked jobs it woke, and what it found broken.
-pub(super) struct UnparkReply {
-    pub(super) woken: usize,
-    pub(super) broken: Broken,
-}
-
-impl Reply for UnparkReply {
-    fn from_reply(reply: Value) -> Result<Self, String> {
-        let (woken, broken): (usize, Vec<String>) =
-            redis::from_redis_value(reply).map_err(|e| e.to_string())?;
-        Ok(UnparkReply {
-            woken,
+        Ok(MovedReply {
+            moved,
             broken: Broken::from_flat(broken)?,
         })
     }
