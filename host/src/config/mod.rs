@@ -69,6 +69,7 @@
 
 mod env;
 mod error;
+mod live;
 mod raw;
 mod schedules;
 mod units;
@@ -79,6 +80,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::{ConfigError, Location};
+pub use live::LiveConfig;
 pub use schedules::{Misfire, ScheduleConfig};
 
 /// Parses a byte size as config values are written (`64MiB`, `10MB`, `1000`), for command

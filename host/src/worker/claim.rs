@@ -41,7 +41,7 @@ pub(super) fn claim_loop<S: JobStore + 'static>(
                     () = stop.cancelled() => return,
                 };
                 let now = shared.clock.now();
-                let lease = shared.config.host.lease;
+                let lease = shared.config.current().host.lease;
                 let claim = shared
                     .store
                     .claim(&queue, permits.len(), &shared.owner, lease, now);
