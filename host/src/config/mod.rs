@@ -67,6 +67,7 @@
 //! `grants.http_ca_file`) resolve against
 //! the directory of the config file, also when set by an environment override.
 
+mod diff;
 mod env;
 mod error;
 mod live;
@@ -79,6 +80,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use diff::describe_changes;
 pub use error::{ConfigError, Location};
 pub use live::LiveConfig;
 pub use schedules::{Misfire, ScheduleConfig};
