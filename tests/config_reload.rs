@@ -1,0 +1,216 @@
+//! Config reload in a running `kiln run`: a file edit adds, changes and removes a schedule;
+//! an invalid edit is refused with the old config kept; SIGHUP reloads; a queue added or
+//! unpaused by an edit is claimed from. Every wait is bounded polling on what the host did
+//! (jobs in the store, lines in its log), never a sleep standing for a duration.
+
+use std::path::Path;
+
+use kiln::store::{AnyStore, Job, JobState, JobStore, ListFilter, Page};
+
+use crate::cli::{Host, Project};
+use crate::util::wait_until;
+
+/// The project's config with `rest` (queues, schedules) after the `[store]` table.
+fn config(rest: &str) -> String {
+    format!(
+        "[host]\nhandlers_dir = \"handlers\"\ncache_dir = \"cache\"\nconcurrency = 4\n\
+         [store]\npath = \"kiln.db\"\n{rest}"
+    )
+}
+
+/// An every-second schedule of `echo` named `name` whose payload is `payload`.
+fn every_second(name: &str, payload: &str) -> String {
+    format!(
+        "[[schedules]]\nname = \"{name}\"\nhandler = \"echo\"\ncron = \"* * * * * *\"\n\
+         payload = \"{payload}\"\n"
+    )
+}
+
+/// Replaces the config file as editors do: a new file renamed over the old one.
+fn edit(project: &Project, text: &str) {
+    let next = project.path().join("config.toml.new");
+    std::fs::write(&next, text).unwrap();
+    std::fs::rename(&next, project.path().join("config.toml")).unwrap();
+}
+
+fn start(project: &Project, text: &str) -> Host {
+    std::fs::write(project.path().join("config.toml"), text).unwrap();
+    let host = project.host();
+    wait_for_log(project, "worker started");
+    host
+}
+
+/// Every host log of the project, whole.
+fn log(project: &Project) -> String {
+    let mut out = String::new();
+    for entry in std::fs::read_dir(project.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "log") {
+            out.push_str(&std::fs::read_to_string(&path).unwrap_or_default());
+        }
+    }
+    out
+}
+
+fn log_count(project: &Project, needle: &str) -> usize {
+    log(project).matches(needle).count()
+}
+
+fn wait_for_log(project: &Project, needle: &str) {
+    wait_until(
+        &format!("the host logs {needle:?}\n{}", log(project)),
+        || log(project).contains(needle),
+    );
+}
+
+/// Every job in the project's store.
+fn jobs(db: &Path) -> Vec<Job> {
+    if !db.exists() {
+        return Vec::new();
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let store = AnyStore::open_embedded(db).unwrap();
+        let page = Page {
+            limit: 10_000,
+            ..Page::default()
+        };
+        store.list(ListFilter::default(), page).await.unwrap()
+    })
+}
+
+/// The jobs of schedule `name`'s ticks.
+fn ticks(db: &Path, name: &str) -> Vec<Job> {
+    (jobs(db).into_iter())
+        .filter(|job| job.tick.as_ref().is_some_and(|t| t.schedule == name))
+        .collect()
+}
+
+fn succeeded_with(db: &Path, name: &str, payload: &str) -> bool {
+    let payload = format!("\"{payload}\"");
+    ticks(db, name)
+        .iter()
+        .any(|job| job.state == JobState::Succeeded && job.payload == payload.as_bytes())
+}
+
+#[test]
+fn an_edit_adds_changes_and_removes_schedules_while_the_host_runs() {
+    let project = Project::new(&["echo"], "");
+    let db = project.path().join("kiln.db");
+    let host = start(&project, &config(""));
+
+    edit(&project, &config(&every_second("a", "first")));
+    wait_for_log(&project, "schedules added [a]");
+    wait_until("schedule a's tick succeeds", || {
+        succeeded_with(&db, "a", "first")
+    });
+
+    edit(&project, &config(&every_second("a", "second")));
+    wait_for_log(&project, "schedules changed [a]");
+    wait_until("the changed schedule's tick succeeds", || {
+        succeeded_with(&db, "a", "second")
+    });
+
+    edit(&project, &config(&every_second("b", "other")));
+    wait_for_log(&project, "schedules added [b]; schedules removed [a]");
+    // Once b has ticked twice, every scheduler pass since its first reads the new config;
+    // a's count then must not grow while b ticks twice more.
+    wait_until("b ticks twice", || ticks(&db, "b").len() >= 2);
+    let a_count = ticks(&db, "a").len();
+    let b_count = ticks(&db, "b").len();
+    wait_until("b ticks twice more", || {
+        ticks(&db, "b").len() >= b_count + 2
+    });
+    assert_eq!(ticks(&db, "a").len(), a_count, "a removed schedule stops");
+    let status = host.terminate();
+    assert!(status.success(), "{status:?}\n{}", log(&project));
+}
+
+#[test]
+fn an_invalid_edit_is_refused_and_the_running_config_kept() {
+    let project = Project::new(&["echo"], "");
+    let db = project.path().join("kiln.db");
+    let host = start(&project, &config(&every_second("a", "kept")));
+    wait_until("a ticks", || succeeded_with(&db, "a", "kept"));
+
+    let bad = config(&every_second("a", "kept")).replace("* * * * * *", "not a cron");
+    edit(&project, &bad);
+    wait_for_log(&project, "config refused");
+    let text = log(&project);
+    let refused = text.lines().find(|l| l.contains("config refused")).unwrap();
+    assert!(
+        refused.contains("`schedules.a.cron`") && refused.contains("line 10"),
+        "the error names the key and its line: {refused}"
+    );
+    assert!(refused.contains("keeping the running config"), "{refused}");
+
+    // The old schedule keeps ticking and its jobs still run.
+    let before = ticks(&db, "a").len();
+    wait_until("a keeps ticking", || {
+        let ticks = ticks(&db, "a");
+        ticks.len() >= before + 2 && ticks.iter().any(|j| j.state == JobState::Succeeded)
+    });
+    // The CLI refuses the invalid file too; a valid copy beside it names the same store.
+    let good = project.path().join("good.toml");
+    std::fs::write(&good, config(&every_second("a", "kept"))).unwrap();
+    let env = [("KILN_CONFIG", good.to_str().unwrap())];
+    let out = project.run_with(&["enqueue", "echo", "--payload", "1", "--wait"], &env);
+    assert_eq!(out.status.code(), Some(0), "a job still runs: {out:?}");
+    let status = host.terminate();
+    assert!(status.success(), "{status:?}\n{}", log(&project));
+}
+
+#[test]
+fn sighup_reloads_and_queue_changes_take_effect() {
+    let project = Project::new(&["echo"], "");
+    let db = project.path().join("kiln.db");
+    let paused = "[queues.default]\npaused = true\nconcurrency = 1\n";
+    let host = start(&project, &config(paused));
+
+    host.signal("HUP");
+    wait_for_log(&project, "SIGHUP: reloading the config");
+    wait_for_log(&project, "config reloaded: no changes");
+
+    let out = project.run(&["enqueue", "echo", "--payload", "1"]);
+    assert_eq!(out.status.code(), Some(0));
+    // Paused at start by the config, the job waits.
+    assert!(jobs(&db).iter().all(|j| j.state != JobState::Succeeded));
+
+    // One edit unpauses default, raises its concurrency, adds a queue, and (a restart-only
+    // key) changes host.concurrency, which is named and left as it is.
+    let reloads = log_count(&project, "config reloaded");
+    let next = config("[queues.default]\nconcurrency = 2\n[queues.extra]\n")
+        .replace("concurrency = 4", "concurrency = 5");
+    edit(&project, &next);
+    wait_until("the edit is reloaded", || {
+        log_count(&project, "config reloaded") > reloads
+    });
+    let text = log(&project);
+    assert!(
+        text.contains("queues added [extra]; queues changed [default]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("`host.concurrency` changed but needs a restart"),
+        "{text}"
+    );
+    wait_until("the unpaused queue's job runs", || {
+        jobs(&db).iter().any(|j| j.state == JobState::Succeeded)
+    });
+    // The added queue is claimed from.
+    let out = project.run(&[
+        "enqueue",
+        "echo",
+        "--queue",
+        "extra",
+        "--payload",
+        "2",
+        "--wait",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", log(&project));
+    let status = host.terminate();
+    assert!(status.success(), "{status:?}\n{}", log(&project));
+}
