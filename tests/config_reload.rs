@@ -1,14 +1,19 @@
 //! Config reload in a running `kiln run`: a file edit adds, changes and removes a schedule;
 //! an invalid edit is refused with the old config kept; SIGHUP reloads; a queue added or
-//! unpaused by an edit is claimed from. Every wait is bounded polling on what the host did
+//! unpaused by an edit is claimed from; a raised concurrency runs more jobs at once. Every wait is bounded polling on what the host did
 //! (jobs in the store, lines in its log), never a sleep standing for a duration.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use kiln::store::{AnyStore, Job, JobState, JobStore, ListFilter, Page};
+use kiln::Registry;
+use kiln::config::{Config, LiveConfig};
+use kiln::store::{AnyStore, Job, JobState, JobStore, ListFilter, NewJob, Page, Timestamp};
+use kiln::worker::{SystemClock, Worker};
 
 use crate::cli::{Host, Project};
-use crate::util::wait_until;
+use crate::util::{guest, install, runtime, wait_until};
 
 /// The project's config with `rest` (queues, schedules) after the `[store]` table.
 fn config(rest: &str) -> String {
@@ -213,4 +218,59 @@ fn sighup_reloads_and_queue_changes_take_effect() {
     assert_eq!(out.status.code(), Some(0), "{}", log(&project));
     let status = host.terminate();
     assert!(status.success(), "{status:?}\n{}", log(&project));
+}
+
+/// A worker whose live config raises a queue's concurrency runs more of its jobs at once
+/// without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raised_queue_concurrency_takes_effect_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let handlers = dir.path().join("handlers");
+    std::fs::create_dir(&handlers).unwrap();
+    install(&guest("progress"), &handlers, "progress.wasm");
+    let config = |concurrency: usize| {
+        let text = format!(
+            "[host]\nhandlers_dir = \"handlers\"\nconcurrency = 8\nshutdown_grace = \"100ms\"\n\
+             [store]\npath = \"kiln.db\"\n[queues.default]\nconcurrency = {concurrency}\n"
+        );
+        let path = dir.path().join("config.toml");
+        Arc::new(Config::from_toml_str(&text, &path, Vec::new()).unwrap())
+    };
+    let live = LiveConfig::new(config(1));
+    let store = Arc::new(AnyStore::open_embedded(dir.path().join("kiln.db")).unwrap());
+    let registry = Arc::new(Registry::new(runtime(), handlers, None));
+    registry.load_all().await.unwrap();
+    let worker = Worker::new(store.clone(), registry, live.clone(), Arc::new(SystemClock));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run(async {
+        let _ = stopped.await;
+    }));
+    // Each job takes about 10 s (11 steps, 1 s apart); the test never waits for one.
+    let jobs: Vec<_> = (0..4)
+        .map(|_| NewJob::new("progress", "default", br#"{"pause_ms":1000}"#.to_vec()))
+        .collect();
+    store.enqueue(jobs, Timestamp::now()).await.unwrap();
+    let active = || async {
+        let page = Page::default();
+        let all = store.list(ListFilter::default(), page).await.unwrap();
+        all.iter().filter(|j| j.state == JobState::Active).count()
+    };
+    let bounded = Instant::now() + Duration::from_secs(60);
+    while active().await < 1 {
+        assert!(Instant::now() < bounded, "no job started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(active().await, 1, "concurrency 1 runs one job");
+    live.replace(config(3));
+    loop {
+        let now = active().await;
+        assert!(now <= 3, "{now} jobs run at concurrency 3");
+        if now == 3 {
+            break;
+        }
+        assert!(Instant::now() < bounded, "the raise did not take effect");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
 }

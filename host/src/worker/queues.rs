@@ -1,6 +1,6 @@
 //! The claim loops of the configured queues, kept in step with the live config: a reload
 //! that adds a queue starts its loop, one that removes a queue stops its loop (its running
-//! jobs finish), and a changed `concurrency` resizes the queue's semaphore in place. A
+//! jobs finish), and a changed `concurrency` resizes the queue's slots in place. A
 //! `paused` flag that the config turns on or off is applied to the store (`pause` /
 //! `resume`), the same as `kiln pause` would; a queue paused by `kiln pause` while its flag
 //! stays unchanged is left as it is.
@@ -8,12 +8,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
-use super::claim::{JobFuture, claim_loop};
+use super::claim::{JobFuture, QueueSlots, claim_loop};
 use crate::config::{Config, QueueConfig};
 use crate::registry::describe;
 use crate::store::{JobStore, StoreResult};
@@ -25,7 +25,7 @@ struct QueueLoop {
     /// The configured flag last applied, so only a change in the config touches the store.
     paused: bool,
     /// The queue's slots; running jobs hold permits of it until they finish.
-    limit: Arc<Semaphore>,
+    limit: Arc<QueueSlots>,
     /// Stops this queue's loop alone (a child of the worker's stop-claiming token).
     stop: CancellationToken,
 }
@@ -104,7 +104,7 @@ impl<S: JobStore + 'static> Queues<S> {
     }
 
     fn spawn(&mut self, name: &str, queue: &QueueConfig) {
-        let limit = Arc::new(Semaphore::new(queue.concurrency));
+        let limit = Arc::new(QueueSlots::new(queue.concurrency));
         let stop = self.stop.child_token();
         let task = claim_loop(
             self.shared.clone(),
@@ -140,27 +140,13 @@ impl<S: JobStore + 'static> Queues<S> {
     }
 }
 
-/// Grows or shrinks a queue's slots to `concurrency`. Growing adds permits at once;
-/// shrinking forgets the free ones now and takes the rest as running jobs give them back
-/// (the semaphore is fair, so those returned permits go to the shrink before any claim).
+/// Grows or shrinks a queue's slots to `concurrency`: growing adds slots at once, shrinking
+/// takes back the free ones now and the rest as running jobs finish (see [`QueueSlots`]).
 fn resize(queue: &mut QueueLoop, concurrency: usize) {
     let before = std::mem::replace(&mut queue.concurrency, concurrency);
     if concurrency > before {
-        queue.limit.add_permits(concurrency - before);
-        return;
-    }
-    let debt = before - concurrency;
-    let owed = debt - queue.limit.forget_permits(debt);
-    let Ok(owed) = u32::try_from(owed) else {
-        return;
-    };
-    if owed > 0 {
-        let (limit, stop) = (queue.limit.clone(), queue.stop.clone());
-        tokio::spawn(async move {
-            tokio::select! {
-                Ok(permits) = limit.acquire_many_owned(owed) => permits.forget(),
-                () = stop.cancelled() => {}
-            }
-        });
+        queue.limit.grow(concurrency - before);
+    } else if concurrency < before {
+        queue.limit.shrink(before - concurrency);
     }
 }
