@@ -1,6 +1,7 @@
 //! Config reload in a running `kiln run`: a file edit adds, changes and removes a schedule;
 //! an invalid edit is refused with the old config kept; SIGHUP reloads; a queue added or
-//! unpaused by an edit is claimed from; a raised concurrency runs more jobs at once. Every wait is bounded polling on what the host did
+//! unpaused by an edit is claimed from; a handler's limits follow an edit; a raised
+//! concurrency runs more jobs at once. Every wait is bounded polling on what the host did
 //! (jobs in the store, lines in its log), never a sleep standing for a duration.
 
 use std::path::Path;
@@ -215,6 +216,27 @@ fn sighup_reloads_and_queue_changes_take_effect() {
         "2",
         "--wait",
     ]);
+    assert_eq!(out.status.code(), Some(0), "{}", log(&project));
+    let status = host.terminate();
+    assert!(status.success(), "{status:?}\n{}", log(&project));
+}
+
+#[test]
+fn a_handlers_limits_follow_an_edit_from_the_next_attempt() {
+    let project = Project::new(&["echo"], "");
+    let capped = config("[handlers.echo]\nmax_attempts = 1\nmax_result = \"4B\"\n");
+    let host = start(&project, &capped);
+    let payload = r#""longer than four bytes""#;
+    let out = project.run(&["enqueue", "echo", "--payload", payload, "--wait"]);
+    assert_eq!(out.status.code(), Some(1), "the result is over the cap");
+
+    let reloads = log_count(&project, "config reloaded");
+    edit(&project, &config("[handlers.echo]\nmax_attempts = 1\n"));
+    wait_until("the edit is reloaded", || {
+        log_count(&project, "config reloaded") > reloads
+    });
+    assert!(log(&project).contains("handlers changed [echo]"));
+    let out = project.run(&["enqueue", "echo", "--payload", payload, "--wait"]);
     assert_eq!(out.status.code(), Some(0), "{}", log(&project));
     let status = host.terminate();
     assert!(status.success(), "{status:?}\n{}", log(&project));
