@@ -39,7 +39,7 @@ pub async fn run(config: Arc<Config>, shutdown: impl Future<Output = ()>) -> any
 
 /// [`run`], reporting to `events` instead of only the log; cancelling `interrupt` cuts the
 /// shutdown grace short (see [`Worker::with_interrupt`]). Given a [`LiveConfig`], the host
-/// follows its reloads (see `reconfigure`); the store, runtime and registry are built from
+/// follows its reloads (see `reload::config_file`); the store, runtime and registry are built from
 /// the config current at start.
 pub async fn run_with(
     config: impl Into<LiveConfig>,

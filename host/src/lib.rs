@@ -30,9 +30,9 @@
 //! - `bindings`: the only `bindgen!` of the `kiln:handler` world.
 //! - `registry/`: `mod.rs` the handler name -> loaded version map (install, refuse, remove),
 //!   `loader.rs` reading, compiling, the artifact cache and type-checking one file.
-//! - `reload`: the watcher that keeps the registry in step with the handlers directory.
-//! - `reconfigure`: config reload on SIGHUP and on a change of the config file, refused
-//!   when invalid, restart-only settings kept.
+//! - `reload/`: `mod.rs` the watcher that keeps the registry in step with the handlers
+//!   directory, `config_file.rs` config reload on SIGHUP and on a change of the config
+//!   file (refused when invalid, restart-only settings kept).
 //! - `store/`: the `JobStore` contract (`mod.rs`), the job types (`job.rs`), retention
 //!   (`retention.rs`), the lifecycle rules both stores apply: no attempts left, lost
 //!   attempts, cancel requested (`lifecycle.rs`), the store chosen by config (`any.rs`),
@@ -62,7 +62,6 @@ pub mod journal;
 pub mod limits;
 pub mod logging;
 pub mod ops;
-pub mod reconfigure;
 pub mod registry;
 pub mod reload;
 pub mod sandbox;

@@ -1,5 +1,5 @@
 //! `kiln run`: the long-running host process, until SIGINT or SIGTERM. SIGHUP, or an edit
-//! of the config file, reloads the config (see `reconfigure`).
+//! of the config file, reloads the config (see `reload::config_file`).
 //!
 //! The first signal starts a graceful shutdown (`host::run`'s shutdown future resolves). A
 //! second one interrupts the running jobs at once and hands them back to their queues with
@@ -17,7 +17,7 @@ use anyhow::Context as _;
 
 use crate::config::{Config, LiveConfig};
 use crate::events::Events;
-use crate::reconfigure::Reloader;
+use crate::reload::config_file::Reloader;
 
 /// Exit status when a second signal cuts the graceful shutdown short (128 + SIGINT).
 const EXIT_INTERRUPTED: u8 = 130;
