@@ -1,15 +1,20 @@
 //! Config reload in a running `kiln run`: a file edit adds, changes and removes a schedule;
 //! an invalid edit is refused with the old config kept; SIGHUP reloads; a queue added or
 //! unpaused by an edit is claimed from; a handler's limits follow an edit; a raised
-//! concurrency runs more jobs at once. Every wait is bounded polling on what the host did
+//! concurrency runs more jobs at once; and, on a controlled clock, the scheduler's rule for
+//! a schedule a reload adds. Every wait is bounded polling on what the host did
 //! (jobs in the store, lines in its log), never a sleep standing for a duration.
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use kiln::Registry;
+use kiln::clock::Clock;
 use kiln::config::{Config, LiveConfig};
+use kiln::ops::Ops;
+use kiln::scheduler::Scheduler;
 use kiln::store::{AnyStore, Job, JobState, JobStore, ListFilter, NewJob, Page, Timestamp};
 use kiln::worker::{SystemClock, Worker};
 
@@ -295,4 +300,77 @@ async fn a_raised_queue_concurrency_takes_effect_at_once() {
     }
     let _ = stop.send(());
     running.await.unwrap().unwrap();
+}
+
+/// A clock the case sets by hand.
+struct SetClock(AtomicI64);
+
+impl Clock for SetClock {
+    fn now(&self) -> Timestamp {
+        Timestamp(self.0.load(Ordering::SeqCst))
+    }
+}
+
+/// With a controlled clock: a schedule a reload adds starts at its first tick after the
+/// reload (no catch-up of the ticks since the host started, even under `run-once`), a
+/// changed cron applies from its next tick, and a removed schedule enqueues nothing more.
+#[tokio::test]
+async fn the_scheduler_follows_added_changed_and_removed_schedules() {
+    const START: i64 = 1_800_000_000_000; // a minute boundary
+    let minute = |m: i64, s: i64| Timestamp(START + m * 60_000 + s * 1000);
+    let dir = tempfile::tempdir().unwrap();
+    let config = |schedule: &str| {
+        let text = format!(
+            "[host]\nhandlers_dir = \"no-handlers\"\n[store]\npath = \"kiln.db\"\n\
+             [handlers.echo]\n{schedule}"
+        );
+        Arc::new(Config::from_toml_str(&text, &dir.path().join("c.toml"), Vec::new()).unwrap())
+    };
+    let schedule = |cron: &str| {
+        format!(
+            "[[schedules]]\nname = \"every\"\nhandler = \"echo\"\ncron = \"{cron}\"\n\
+             misfire = \"run-once\"\n"
+        )
+    };
+    let store = Arc::new(AnyStore::open_embedded(dir.path().join("kiln.db")).unwrap());
+    let clock = Arc::new(SetClock(START.into()));
+    let live = LiveConfig::new(config(""));
+    let ops = Ops::new(live.clone(), store.clone()).with_clock(clock.clone());
+    let mut scheduler = Scheduler::new(ops, clock.clone());
+    let ticks = || async {
+        let all = store
+            .list(ListFilter::default(), Page::default())
+            .await
+            .unwrap();
+        let mut ticks: Vec<i64> = all
+            .iter()
+            .filter_map(|j| Some(j.tick.as_ref()?.at.0))
+            .collect();
+        ticks.sort();
+        ticks
+    };
+
+    scheduler.pass(minute(0, 1)).await.unwrap();
+    live.replace(config(&schedule("* * * * *")));
+    scheduler.pass(minute(10, 30)).await.unwrap();
+    assert_eq!(
+        ticks().await,
+        Vec::<i64>::new(),
+        "no catch-up since the start"
+    );
+    scheduler.pass(minute(11, 1)).await.unwrap();
+    assert_eq!(ticks().await, [minute(11, 0).0]);
+
+    live.replace(config(&schedule("*/5 * * * *")));
+    scheduler.pass(minute(14, 1)).await.unwrap();
+    scheduler.pass(minute(15, 1)).await.unwrap();
+    assert_eq!(ticks().await, [minute(11, 0).0, minute(15, 0).0]);
+
+    live.replace(config(""));
+    scheduler.pass(minute(20, 1)).await.unwrap();
+    assert_eq!(
+        ticks().await.len(),
+        2,
+        "a removed schedule enqueues nothing"
+    );
 }
