@@ -192,3 +192,41 @@ fn adopt(
     new.store = running.store.clone();
     Ok((new, kept))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> Config {
+        let origin = Path::new("/srv/kiln/config.toml");
+        Config::from_toml_str(text, origin, Vec::new()).unwrap()
+    }
+
+    #[test]
+    fn restart_only_settings_are_named_and_kept_and_the_rest_adopted() {
+        let running = config("[host]\nconcurrency = 4\nshutdown_grace = \"1s\"\n");
+        let reserved = running.max_job_memory();
+        let new = config(
+            "[host]\nconcurrency = 8\nlease = \"10s\"\nshutdown_grace = \"2s\"\n\
+             [store]\npath = \"other.db\"\n[queues.extra]\n",
+        );
+        let (adopted, kept) = adopt(&running, new, reserved).unwrap();
+        assert_eq!(kept, ["store", "host.concurrency", "host.lease"]);
+        assert_eq!(adopted.host.concurrency, 4);
+        assert_eq!(adopted.host.lease, running.host.lease);
+        assert_eq!(adopted.store, running.store);
+        assert_eq!(adopted.host.shutdown_grace, Duration::from_secs(2));
+        assert!(adopted.queues.contains_key("extra"));
+    }
+
+    #[test]
+    fn a_memory_cap_above_what_was_reserved_is_refused() {
+        let running = config("");
+        let reserved = running.max_job_memory();
+        let new = config("[handlers.big]\nmemory = \"1GiB\"\n");
+        let error = adopt(&running, new, reserved).unwrap_err();
+        assert!(error.contains("needs a restart"), "{error}");
+        let lower = config("[defaults]\nmemory = \"1MiB\"\n");
+        assert!(adopt(&running, lower, reserved).is_ok());
+    }
+}
