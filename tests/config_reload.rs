@@ -118,6 +118,11 @@ fn an_edit_adds_changes_and_removes_schedules_while_the_host_runs() {
     wait_until("schedule a's tick succeeds", || {
         succeeded_with(&db, "a", "first")
     });
+    let text = log(&project);
+    assert!(
+        !text.contains("missed ticks"),
+        "an added schedule starts now: {text}"
+    );
 
     edit(&project, &config(&every_second("a", "second")));
     wait_for_log(&project, "schedules changed [a]");

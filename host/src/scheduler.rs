@@ -80,6 +80,9 @@ impl<S: JobStore> Scheduler<S> {
         let mut reloads = self.ops.live_config().subscribe();
         loop {
             if self.ops.config().schedules.is_empty() {
+                // Nothing to enqueue is a whole round: a schedule a reload adds next starts
+                // after the reload, not at the host's start.
+                self.passed = true;
                 tokio::select! {
                     () = &mut shutdown => return,
                     changed = reloads.changed() => if changed.is_err() { return },
@@ -120,7 +123,8 @@ impl<S: JobStore> Scheduler<S> {
             .collect();
         let records = self.ops.store().schedule_records(&keys).await?;
         // A removed schedule is forgotten, so adding it back later starts afresh.
-        (self.handled).retain(|name, _| schedules.iter().any(|s| &s.name == name));
+        self.handled
+            .retain(|name, _| schedules.iter().any(|s| &s.name == name));
         let mut earliest: Option<Timestamp> = None;
         for (schedule, record) in schedules.iter().zip(records) {
             let cursor = record.and_then(|r| r.cursor);

@@ -88,7 +88,7 @@ struct Shared<S> {
     store: Arc<S>,
     registry: Arc<Registry>,
     /// Read where a value is needed (per attempt, per claim round), so a reload applies to
-    /// the next one; `claim::Queues` follows its changes.
+    /// the next one; `queues::Queues` follows its changes.
     config: LiveConfig,
     clock: Arc<dyn Clock>,
     /// This host's lease owner id: unique per process.
