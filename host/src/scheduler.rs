@@ -51,8 +51,8 @@ pub struct Scheduler<S> {
     ops: Ops<S>,
     clock: Arc<dyn Clock>,
     /// Per schedule, the instant up to which this host has handled every tick, so a round
-    /// looks only at newer ones. Starts at the host's start: a schedule the store has no
-    /// record of begins with its first tick after that.
+    /// looks only at newer ones. Starts at the host's start (or the reload that added the
+    /// schedule): a schedule the store has no record of begins with its first tick after that.
     handled: HashMap<String, Timestamp>,
     started: Timestamp,
     /// Whether a round has completed: a schedule first seen after that was added by a
