@@ -3,6 +3,7 @@
 mod cli;
 mod cli_output;
 mod config;
+mod config_reload;
 mod crossing;
 mod host_log;
 mod http;

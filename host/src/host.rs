@@ -16,7 +16,7 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::SystemClock;
-use crate::config::{Config, StoreConfig};
+use crate::config::{Config, LiveConfig, StoreConfig};
 use crate::engine::{Runtime, RuntimeSettings};
 use crate::events::Events;
 use crate::ops::Ops;
@@ -38,13 +38,17 @@ pub async fn run(config: Arc<Config>, shutdown: impl Future<Output = ()>) -> any
 }
 
 /// [`run`], reporting to `events` instead of only the log; cancelling `interrupt` cuts the
-/// shutdown grace short (see [`Worker::with_interrupt`]).
+/// shutdown grace short (see [`Worker::with_interrupt`]). Given a [`LiveConfig`], the host
+/// follows its reloads (see `reload::config_file`); the store, runtime and registry are built from
+/// the config current at start.
 pub async fn run_with(
-    config: Arc<Config>,
+    config: impl Into<LiveConfig>,
     events: Events,
     shutdown: impl Future<Output = ()>,
     interrupt: CancellationToken,
 ) -> anyhow::Result<()> {
+    let live: LiveConfig = config.into();
+    let config = live.current();
     let store = Arc::new(open_or_create_store(&config).await?);
     let registry = Arc::new(handlers(&config, &events)?);
     let dir = registry.dir().to_owned();
@@ -52,12 +56,9 @@ pub async fn run_with(
         .with_context(|| format!("failed to watch handlers directory `{}`", dir.display()))?;
     let loading = tokio::spawn(load_all(registry.clone()));
     let stop_scheduling = CancellationToken::new();
-    let scheduler = Scheduler::new(
-        Ops::new(config.clone(), store.clone()),
-        Arc::new(SystemClock),
-    );
+    let scheduler = Scheduler::new(Ops::new(live.clone(), store.clone()), Arc::new(SystemClock));
     let scheduling = tokio::spawn(scheduler.run(stop_scheduling.clone().cancelled_owned()));
-    let worker = Worker::new(store, registry, config, Arc::new(SystemClock))
+    let worker = Worker::new(store, registry, live, Arc::new(SystemClock))
         .with_events(events)
         .with_interrupt(interrupt);
     let shutdown = async {

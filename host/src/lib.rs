@@ -10,7 +10,7 @@
 //!   the job as users see it.
 //! - `host`: `host::run(config, shutdown)`, one host: store, runtime, registry, reloader,
 //!   scheduler and worker started side by side.
-//! - `worker/`: `claim.rs` the claim loops, `attempt.rs` one attempt to its settlement and the
+//! - `worker/`: `claim.rs` the claim loops, `queues.rs` their set as the config changes, `attempt.rs` one attempt to its settlement and the
 //!   retry policy, `settler.rs` batched settles, `renewer.rs` lease renewal, `contact.rs`
 //!   when the store has answered steadily enough to take leases back, `reaper.rs` recovery
 //!   of expired leases and pruning.
@@ -30,7 +30,9 @@
 //! - `bindings`: the only `bindgen!` of the `kiln:handler` world.
 //! - `registry/`: `mod.rs` the handler name -> loaded version map (install, refuse, remove),
 //!   `loader.rs` reading, compiling, the artifact cache and type-checking one file.
-//! - `reload`: the watcher that keeps the registry in step with the handlers directory.
+//! - `reload/`: `mod.rs` the watcher that keeps the registry in step with the handlers
+//!   directory, `config_file.rs` config reload on SIGHUP and on a change of the config
+//!   file (refused when invalid, restart-only settings kept).
 //! - `store/`: the `JobStore` contract (`mod.rs`), the job types (`job.rs`), retention
 //!   (`retention.rs`), the lifecycle rules both stores apply: no attempts left, lost
 //!   attempts, cancel requested (`lifecycle.rs`), the store chosen by config (`any.rs`),
@@ -42,7 +44,8 @@
 //!     `store.rs` (claim, renew, progress), `settle.rs` (settling), `reaper.rs`
 //!     (expired leases, promotion, waking parked jobs), `admin.rs`, and the Lua scripts.
 //! - `config/`: `config.toml` (raw TOML -> validated `Config`, env overrides), which hands
-//!   each part its settings.
+//!   each part its settings; `live.rs` the swappable `LiveConfig` a host reads, `diff.rs`
+//!   what a reload changed.
 //! - `logging`: where the binary's `tracing` output goes; a host's through a bounded queue.
 
 pub mod bindings;

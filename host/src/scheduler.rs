@@ -13,6 +13,10 @@
 //! - It never blocks jobs (it is its own task and only awaits the store), it ends when its
 //!   shutdown future resolves, and a store outage is logged and retried every
 //!   [`RETRY`], never fatal.
+//! - It follows the live config: each pass reads the schedules in force, a reload wakes
+//!   the sleep between passes, a removed schedule is no longer enqueued, and a schedule
+//!   added by a reload starts with its first tick after that pass (or after its cursor, if
+//!   the store has one from an earlier run).
 //! - Time comes from a [`Clock`]; [`Scheduler::pass`] does one round at a given instant, so
 //!   tests drive schedules without waiting.
 
@@ -47,10 +51,13 @@ pub struct Scheduler<S> {
     ops: Ops<S>,
     clock: Arc<dyn Clock>,
     /// Per schedule, the instant up to which this host has handled every tick, so a round
-    /// looks only at newer ones. Starts at the host's start: a schedule the store has no
-    /// record of begins with its first tick after that.
+    /// looks only at newer ones. Starts at the host's start (or the reload that added the
+    /// schedule): a schedule the store has no record of begins with its first tick after that.
     handled: HashMap<String, Timestamp>,
     started: Timestamp,
+    /// Whether a round has completed: a schedule first seen after that was added by a
+    /// reload, and does not count ticks since the host's start.
+    passed: bool,
 }
 
 impl<S: JobStore> Scheduler<S> {
@@ -62,16 +69,26 @@ impl<S: JobStore> Scheduler<S> {
             clock,
             handled: HashMap::new(),
             started,
+            passed: false,
         }
     }
 
-    /// Runs rounds until `shutdown` resolves.
+    /// Runs rounds until `shutdown` resolves; with no schedules configured, it waits for a
+    /// reload that adds some.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
-        if self.ops.config().schedules.is_empty() {
-            return;
-        }
         tokio::pin!(shutdown);
+        let mut reloads = self.ops.live_config().subscribe();
         loop {
+            if self.ops.config().schedules.is_empty() {
+                // Nothing to enqueue is a whole round: a schedule a reload adds next starts
+                // after the reload, not at the host's start.
+                self.passed = true;
+                tokio::select! {
+                    () = &mut shutdown => return,
+                    changed = reloads.changed() => if changed.is_err() { return },
+                }
+                continue;
+            }
             let now = self.clock.now();
             // A round stuck on an unreachable store does not hold up the shutdown; what it
             // stored so far is whole (each tick is one atomic store call).
@@ -90,6 +107,7 @@ impl<S: JobStore> Scheduler<S> {
             tokio::select! {
                 () = &mut shutdown => return,
                 () = tokio::time::sleep(sleep) => {}
+                Ok(()) = reloads.changed() => {}
             }
         }
     }
@@ -104,14 +122,18 @@ impl<S: JobStore> Scheduler<S> {
             .map(|s| (s.name.clone(), s.queue.clone()))
             .collect();
         let records = self.ops.store().schedule_records(&keys).await?;
+        // A removed schedule is forgotten, so adding it back later starts afresh.
+        self.handled
+            .retain(|name, _| schedules.iter().any(|s| &s.name == name));
         let mut earliest: Option<Timestamp> = None;
         for (schedule, record) in schedules.iter().zip(records) {
             let cursor = record.and_then(|r| r.cursor);
             let from = match self.handled.get(&schedule.name) {
                 Some(handled) => cursor.map_or(*handled, |c| c.max(*handled)),
-                // This host's first round: the store knows where the schedule got to, so
-                // ticks missed while no host ran count from there.
-                None => cursor.unwrap_or(self.started),
+                // The first round that sees this schedule: the store knows where it got
+                // to, so ticks missed while no host ran count from there. Otherwise it
+                // starts at the host's start, or now for one a reload added.
+                None => cursor.unwrap_or(if self.passed { now } else { self.started }),
             };
             self.enqueue_due(schedule, from, now).await?;
             self.handled.insert(schedule.name.clone(), now);
@@ -119,6 +141,7 @@ impl<S: JobStore> Scheduler<S> {
                 earliest = Some(earliest.map_or(next, |e| e.min(next)));
             }
         }
+        self.passed = true;
         Ok(earliest)
     }
 

@@ -1,4 +1,5 @@
-//! `kiln run`: the long-running host process, until SIGINT or SIGTERM.
+//! `kiln run`: the long-running host process, until SIGINT or SIGTERM. SIGHUP, or an edit
+//! of the config file, reloads the config (see `reload::config_file`).
 //!
 //! The first signal starts a graceful shutdown (`host::run`'s shutdown future resolves). A
 //! second one interrupts the running jobs at once and hands them back to their queues with
@@ -12,8 +13,11 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use anyhow::Context as _;
+
+use crate::config::{Config, LiveConfig};
 use crate::events::Events;
+use crate::reload::config_file::Reloader;
 
 /// Exit status when a second signal cuts the graceful shutdown short (128 + SIGINT).
 const EXIT_INTERRUPTED: u8 = 130;
@@ -25,7 +29,9 @@ const HAND_BACK_LIMIT: Duration = Duration::from_secs(5);
 pub async fn run(config: Arc<Config>) -> anyhow::Result<ExitCode> {
     let interrupt = CancellationToken::new();
     let shutdown = shutdown_signal(interrupt.clone());
-    crate::host::run_with(config, Events::logging(), shutdown, interrupt.clone()).await?;
+    let live = LiveConfig::new(config);
+    let _reloader = Reloader::start(live.clone()).context("failed to listen for SIGHUP")?;
+    crate::host::run_with(live, Events::logging(), shutdown, interrupt.clone()).await?;
     Ok(if interrupt.is_cancelled() {
         ExitCode::from(EXIT_INTERRUPTED)
     } else {

@@ -67,8 +67,10 @@
 //! `grants.http_ca_file`) resolve against
 //! the directory of the config file, also when set by an environment override.
 
+mod diff;
 mod env;
 mod error;
+mod live;
 mod raw;
 mod schedules;
 mod units;
@@ -78,7 +80,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use diff::describe_changes;
 pub use error::{ConfigError, Location};
+pub use live::LiveConfig;
 pub use schedules::{Misfire, ScheduleConfig};
 
 /// Parses a byte size as config values are written (`64MiB`, `10MB`, `1000`), for command

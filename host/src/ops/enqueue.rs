@@ -51,10 +51,10 @@ impl<S: JobStore> Ops<S> {
         self.known_handler(&request.handler)?;
         let queue = match request.queue {
             Some(queue) => queue,
-            None => self.config.queue_for(&request.handler).to_owned(),
+            None => self.config().queue_for(&request.handler).to_owned(),
         };
         self.known_queue(&queue)?;
-        let settings = self.config.job_settings(&request.handler, &queue);
+        let settings = self.config().job_settings(&request.handler, &queue);
         let limit = settings.limits.max_payload;
         if request.payload.len() > limit {
             return Err(OpsError::TooLarge {
@@ -69,7 +69,7 @@ impl<S: JobStore> Ops<S> {
         Ok(NewJob {
             priority: request
                 .priority
-                .unwrap_or(self.config.queues[&queue].priority),
+                .unwrap_or(self.config().queues[&queue].priority),
             handler: request.handler,
             queue,
             payload: request.payload,
@@ -107,14 +107,14 @@ impl<S: JobStore> Ops<S> {
     fn known_handler(&self, handler: &str) -> Result<(), OpsError> {
         check_name(handler).map_err(|reason| OpsError::invalid("handler name", reason))?;
         let file = format!("{handler}.wasm");
-        let dir = &self.config.host.handlers_dir;
+        let dir = &self.config().host.handlers_dir;
         let reason = if dir.is_dir() {
             if dir.join(&file).exists() {
                 return Ok(());
             }
             format!("no `{file}` in handlers directory `{}`", dir.display())
         } else {
-            if self.config.handlers.contains_key(handler) {
+            if self.config().handlers.contains_key(handler) {
                 return Ok(());
             }
             format!(

@@ -28,12 +28,13 @@ pub use error::{ErrorClass, OpsError};
 pub use view::{Body, JobView};
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::Config;
+use crate::config::{Config, LiveConfig};
 use crate::store::Timestamp;
 
 /// The actions on one configured store. Cheap to clone.
 pub struct Ops<S> {
-    config: Arc<Config>,
+    /// Read per request, so a reloaded config applies to the next one.
+    config: LiveConfig,
     store: Arc<S>,
     clock: Arc<dyn Clock>,
 }
@@ -50,9 +51,10 @@ impl<S> Clone for Ops<S> {
 
 impl<S> Ops<S> {
     /// Actions on `store` under `config`'s queues, handlers and limits, on the wall clock.
-    pub fn new(config: Arc<Config>, store: Arc<S>) -> Self {
+    /// A [`LiveConfig`] is followed as it is reloaded; an `Arc<Config>` stays fixed.
+    pub fn new(config: impl Into<LiveConfig>, store: Arc<S>) -> Self {
         Ops {
-            config,
+            config: config.into(),
             store,
             clock: Arc::new(SystemClock),
         }
@@ -68,8 +70,13 @@ impl<S> Ops<S> {
         self.clock.now()
     }
 
-    /// The configuration requests are resolved against.
-    pub fn config(&self) -> &Config {
+    /// The configuration requests are resolved against now.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.current()
+    }
+
+    /// The live configuration itself, to be told of reloads.
+    pub fn live_config(&self) -> &LiveConfig {
         &self.config
     }
 
@@ -80,12 +87,13 @@ impl<S> Ops<S> {
 
     /// `queue` if the config defines it, else why not.
     pub fn known_queue(&self, queue: &str) -> Result<(), OpsError> {
-        if self.config.queues.contains_key(queue) {
+        let config = self.config();
+        if config.queues.contains_key(queue) {
             return Ok(());
         }
         Err(OpsError::UnknownQueue {
             queue: queue.to_owned(),
-            known: self.config.queues.keys().cloned().collect(),
+            known: config.queues.keys().cloned().collect(),
         })
     }
 }

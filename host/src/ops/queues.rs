@@ -26,7 +26,7 @@ impl<S: JobStore> Ops<S> {
     /// store holds jobs of, sorted by name.
     pub async fn stats(&self) -> Result<Vec<QueueCounts>, OpsError> {
         let mut counts = self.store.counts().await?;
-        for queue in self.config.queues.keys() {
+        for queue in self.config().queues.keys() {
             if !counts.iter().any(|c| &c.queue == queue) {
                 counts.push(QueueCounts {
                     queue: queue.clone(),

@@ -52,11 +52,13 @@ pub struct LastTick {
 
 impl<S: JobStore> Ops<S> {
     /// The configured schedule `name`.
-    pub fn schedule(&self, name: &str) -> Result<&ScheduleConfig, OpsError> {
-        let schedules = &self.config.schedules;
+    pub fn schedule(&self, name: &str) -> Result<ScheduleConfig, OpsError> {
+        let config = self.config();
+        let schedules = &config.schedules;
         schedules
             .iter()
             .find(|s| s.name == name)
+            .cloned()
             .ok_or_else(|| OpsError::UnknownSchedule {
                 name: name.to_owned(),
                 known: schedules.iter().map(|s| s.name.clone()).collect(),
@@ -87,14 +89,15 @@ impl<S: JobStore> Ops<S> {
     /// `kiln schedules trigger NAME`: a tick of `name` now, whatever its cron says.
     pub async fn trigger(&self, name: &str) -> Result<Enqueued, OpsError> {
         let schedule = self.schedule(name)?;
-        self.enqueue_tick(schedule, self.now(), true)
+        self.enqueue_tick(&schedule, self.now(), true)
             .await?
             .ok_or_else(|| OpsError::Conflict("the job store enqueued no job".into()))
     }
 
     /// Every configured schedule with its next fire times and its latest tick.
     pub async fn schedules(&self) -> Result<Vec<ScheduleView>, OpsError> {
-        let schedules = &self.config.schedules;
+        let config = self.config();
+        let schedules = &config.schedules;
         let keys: Vec<(String, String)> = (schedules.iter())
             .map(|s| (s.name.clone(), s.queue.clone()))
             .collect();

@@ -37,7 +37,10 @@ pub(super) async fn run_job<S: JobStore + 'static>(
         let _ = shared.settle.send(Settling { settlement, job });
         return;
     };
-    let settings = shared.config.job_settings(&job.handler, &job.queue);
+    let settings = shared
+        .config
+        .current()
+        .job_settings(&job.handler, &job.queue);
     let running = Arc::new(Running {
         cancel: CancellationToken::new(),
         reason: Mutex::new(None),
@@ -100,7 +103,7 @@ pub(super) async fn run_job<S: JobStore + 'static>(
 /// while its handler is still loading: then it is offered again shortly, quietly).
 fn unknown_handler<S>(shared: &Shared<S>, job: &Job) -> Settlement {
     let now = shared.clock.now();
-    let grace = shared.config.host.unknown_handler_grace;
+    let grace = shared.config.current().host.unknown_handler_grace;
     // A handler still compiling is not missing: its jobs wait, quietly and without a limit.
     let loading = shared.registry.is_loading(&job.handler);
     let failed = !loading && now.since(job.created_at) >= grace;
@@ -163,7 +166,14 @@ fn settle_attempt<S>(
             (SettleAction::Release { at: ended_at }, None)
         }
         (Outcome::Cancelled, _) => (SettleAction::Cancel, Some(record)),
-        (Outcome::Ok(_), _) if shared.config.retention(&job.queue).succeeded.keeps_none() => {
+        (Outcome::Ok(_), _)
+            if shared
+                .config
+                .current()
+                .retention(&job.queue)
+                .succeeded
+                .keeps_none() =>
+        {
             (SettleAction::SucceedAndDelete, None)
         }
         (Outcome::Ok(result), _) => (

@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -29,7 +30,7 @@ pub(super) type JobFuture = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 pub(super) fn claim_loop<S: JobStore + 'static>(
     shared: Arc<Shared<S>>,
     queue: String,
-    limit: Arc<Semaphore>,
+    limit: Arc<QueueSlots>,
     stop: CancellationToken,
 ) -> impl FnOnce(mpsc::UnboundedSender<JobFuture>) -> JobFuture {
     move |jobs| {
@@ -41,7 +42,7 @@ pub(super) fn claim_loop<S: JobStore + 'static>(
                     () = stop.cancelled() => return,
                 };
                 let now = shared.clock.now();
-                let lease = shared.config.host.lease;
+                let lease = shared.config.current().host.lease;
                 let claim = shared
                     .store
                     .claim(&queue, permits.len(), &shared.owner, lease, now);
@@ -77,33 +78,82 @@ pub(super) fn claim_loop<S: JobStore + 'static>(
     }
 }
 
+/// A queue's slots on this host: one permit per job it may run at once.
+pub(super) struct QueueSlots {
+    permits: Arc<Semaphore>,
+    /// Permits a lowered concurrency still has to take back: each running job's permit, as
+    /// it finishes, pays one off instead of returning, so the queue shrinks as soon as the
+    /// jobs above its new concurrency are done and no claim slips in between.
+    owed: AtomicUsize,
+}
+
+impl QueueSlots {
+    pub(super) fn new(concurrency: usize) -> Self {
+        QueueSlots {
+            permits: Arc::new(Semaphore::new(concurrency)),
+            owed: AtomicUsize::new(0),
+        }
+    }
+
+    /// Adds `more` slots, first cancelling what a shrink still owes.
+    pub(super) fn grow(&self, more: usize) {
+        let owed = (self.owed)
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |owed| {
+                Some(owed.saturating_sub(more))
+            })
+            .unwrap_or_default();
+        self.permits.add_permits(more - owed.min(more));
+    }
+
+    /// Removes `fewer` slots: the free ones now, the rest as running jobs finish.
+    pub(super) fn shrink(&self, fewer: usize) {
+        let taken = self.permits.forget_permits(fewer);
+        self.owed.fetch_add(fewer - taken, Ordering::SeqCst);
+    }
+}
+
 /// Waits for at least one free slot in both the global cap and the queue's, then takes as
 /// many more as are free right now, up to a claim batch.
-async fn acquire(global: &Arc<Semaphore>, queue: &Arc<Semaphore>) -> Vec<SlotPermit> {
-    let first = SlotPermit {
-        _queue: queue.clone().acquire_owned().await.expect("never closed"),
-        _global: global.clone().acquire_owned().await.expect("never closed"),
+async fn acquire(global: &Arc<Semaphore>, queue: &Arc<QueueSlots>) -> Vec<SlotPermit> {
+    let permit = |q, g| SlotPermit {
+        queue: Some(q),
+        slots: queue.clone(),
+        _global: g,
     };
-    let mut permits = vec![first];
+    let q = queue.permits.clone().acquire_owned().await;
+    let g = global.clone().acquire_owned().await;
+    let mut permits = vec![permit(q.expect("never closed"), g.expect("never closed"))];
     while permits.len() < CLAIM_BATCH {
-        let Ok(q) = queue.clone().try_acquire_owned() else {
+        let Ok(q) = queue.permits.clone().try_acquire_owned() else {
             break;
         };
         let Ok(g) = global.clone().try_acquire_owned() else {
             break;
         };
-        permits.push(SlotPermit {
-            _queue: q,
-            _global: g,
-        });
+        permits.push(permit(q, g));
     }
     permits
 }
 
 /// A running job's place in its queue's concurrency and in the host's global cap.
 pub(super) struct SlotPermit {
-    _queue: OwnedSemaphorePermit,
+    /// `None` only once dropped.
+    queue: Option<OwnedSemaphorePermit>,
+    slots: Arc<QueueSlots>,
     _global: OwnedSemaphorePermit,
+}
+
+impl Drop for SlotPermit {
+    fn drop(&mut self) {
+        let owed = (self.slots.owed).fetch_update(Ordering::SeqCst, Ordering::SeqCst, |owed| {
+            owed.checked_sub(1)
+        });
+        if owed.is_ok()
+            && let Some(permit) = self.queue.take()
+        {
+            permit.forget();
+        }
+    }
 }
 
 async fn idle<S: JobStore>(shared: &Shared<S>, queue: &str, stop: &CancellationToken) {
@@ -123,4 +173,44 @@ pub(super) fn store_backoff(failures: u32) -> Duration {
     STORE_RETRY_MIN
         .saturating_mul(1 << failures.min(10))
         .min(STORE_RETRY_MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two permits of `slots`, as two running jobs hold them.
+    async fn hold_two(global: &Arc<Semaphore>, slots: &Arc<QueueSlots>) -> Vec<SlotPermit> {
+        let mut held = acquire(global, slots).await;
+        held.truncate(2);
+        held
+    }
+
+    #[tokio::test]
+    async fn a_lowered_concurrency_takes_back_the_slots_of_finishing_jobs() {
+        let global = Arc::new(Semaphore::new(100));
+        let slots = Arc::new(QueueSlots::new(3));
+        let running = hold_two(&global, &slots).await;
+        assert_eq!(slots.permits.available_permits(), 1);
+        // 3 -> 1 while two run: the free slot goes now, one finishing job pays off the other.
+        slots.shrink(2);
+        assert_eq!(slots.permits.available_permits(), 0);
+        drop(running);
+        assert_eq!(slots.permits.available_permits(), 1, "one slot is left");
+        assert_eq!(slots.owed.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn growing_first_cancels_what_a_shrink_still_owes() {
+        let global = Arc::new(Semaphore::new(100));
+        let slots = Arc::new(QueueSlots::new(2));
+        let running = hold_two(&global, &slots).await;
+        slots.shrink(2);
+        assert_eq!(slots.owed.load(Ordering::SeqCst), 2);
+        // 0 -> 3: two of the three cancel the debt, one is free at once.
+        slots.grow(3);
+        assert_eq!(slots.permits.available_permits(), 1);
+        drop(running);
+        assert_eq!(slots.permits.available_permits(), 3);
+    }
 }

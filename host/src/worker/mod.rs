@@ -2,6 +2,8 @@
 //!
 //! - `claim`: one claim loop per configured queue, each bounded by the queue's concurrency
 //!   and all of them by the host's global cap.
+//! - `queues`: the set of claim loops, kept in step with the live config (queues added or
+//!   removed, concurrency resized, paused flags applied) when it is reloaded.
 //! - `attempt`: one claimed job through the sandbox, its progress, and the settlement that
 //!   records how it ended (retry policy included).
 //! - `settler`: writes finished jobs' settlements in batches.
@@ -24,6 +26,7 @@
 mod attempt;
 mod claim;
 mod contact;
+mod queues;
 mod reaper;
 mod renewer;
 mod settler;
@@ -38,7 +41,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use crate::clock::{Clock, SystemClock};
-use crate::config::Config;
+use crate::config::LiveConfig;
 use crate::events::Events;
 use crate::host_api::ChildEnqueuer;
 use crate::ops::Ops;
@@ -84,7 +87,9 @@ struct Settling {
 struct Shared<S> {
     store: Arc<S>,
     registry: Arc<Registry>,
-    config: Arc<Config>,
+    /// Read where a value is needed (per attempt, per claim round), so a reload applies to
+    /// the next one; `queues::Queues` follows its changes.
+    config: LiveConfig,
     clock: Arc<dyn Clock>,
     /// This host's lease owner id: unique per process.
     owner: String,
@@ -127,15 +132,17 @@ impl<S: JobStore + 'static> Worker<S> {
     pub fn new(
         store: Arc<S>,
         registry: Arc<Registry>,
-        config: Arc<Config>,
+        config: impl Into<LiveConfig>,
         clock: Arc<dyn Clock>,
     ) -> Self {
+        let config: LiveConfig = config.into();
+        let current = config.current();
         let (settle, settlements) = mpsc::unbounded_channel();
         let (parks_tx, parks) = mpsc::unbounded_channel();
         let owner = format!("{}-{}", std::process::id(), uuid::Uuid::now_v7().simple());
-        let global = Arc::new(Semaphore::new(config.host.concurrency));
+        let global = Arc::new(Semaphore::new(current.host.concurrency));
         let children = Ops::new(config.clone(), store.clone()).with_clock(clock.clone());
-        let contact = contact::Contact::new(clock.now(), config.host.lease);
+        let contact = contact::Contact::new(clock.now(), current.host.lease);
         Worker {
             shared: Arc::new(Shared {
                 children: Arc::new(children),
@@ -178,22 +185,10 @@ impl<S: JobStore + 'static> Worker<S> {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         // A child token: the worker cancels it itself when its store is gone.
         let (shared, interrupt) = (self.shared, self.interrupt.child_token());
-        for (name, queue) in &shared.config.queues {
-            if queue.paused {
-                shared.store.pause(name).await?;
-            }
-        }
-        let stop_claiming = CancellationToken::new();
         let mut jobs = JoinSet::new();
-        let mut loops = JoinSet::new();
         let (jobs_tx, mut jobs_rx) = mpsc::unbounded_channel();
-        for (name, queue) in &shared.config.queues {
-            let limit = Arc::new(Semaphore::new(queue.concurrency));
-            let task =
-                claim::claim_loop(shared.clone(), name.clone(), limit, stop_claiming.clone());
-            loops.spawn(task(jobs_tx.clone()));
-        }
-        drop(jobs_tx);
+        let mut queues = queues::Queues::start(shared.clone(), jobs_tx).await?;
+        let mut reloads = shared.config.subscribe();
         let settler = tokio::spawn(settler::settler(shared.clone(), self.settlements));
         let background = CancellationToken::new();
         let renewer = tokio::spawn(renewer::renewer(shared.clone(), background.clone()));
@@ -205,7 +200,7 @@ impl<S: JobStore + 'static> Worker<S> {
             background.clone(),
         ));
         let threads = tokio::runtime::Handle::current().metrics().num_workers();
-        tracing::info!(owner = %shared.owner, queues = shared.config.queues.len(), threads, "worker started");
+        tracing::info!(owner = %shared.owner, queues = queues.len(), threads, "worker started");
 
         tokio::pin!(shutdown);
         let mut fatal = None;
@@ -220,6 +215,10 @@ impl<S: JobStore + 'static> Worker<S> {
                     break;
                 }
                 Some(job) = jobs_rx.recv() => { jobs.spawn(job); }
+                Ok(()) = reloads.changed() => {
+                    let config = reloads.borrow_and_update().clone();
+                    queues.apply(&config).await;
+                }
                 Some(_) = jobs.join_next(), if !jobs.is_empty() => {}
             }
         }
@@ -227,12 +226,11 @@ impl<S: JobStore + 'static> Worker<S> {
             running = jobs.len(),
             "shutting down: no new jobs are claimed"
         );
-        stop_claiming.cancel();
-        while loops.join_next().await.is_some() {}
+        queues.stop().await;
         while let Ok(job) = jobs_rx.try_recv() {
             jobs.spawn(job);
         }
-        let grace = shared.config.host.shutdown_grace;
+        let grace = shared.config.current().host.shutdown_grace;
         let drain = async { while jobs.join_next().await.is_some() {} };
         let drained = tokio::select! {
             drained = tokio::time::timeout(grace, drain) => drained.is_ok(),

@@ -24,7 +24,6 @@ pub(super) async fn reaper<S: JobStore>(
     stop: CancellationToken,
     gone: oneshot::Sender<StoreError>,
 ) {
-    let retention = &shared.config.retention;
     loop {
         match shared.observed(shared.store.check()).await {
             Err(error @ StoreError::Gone { .. }) => {
@@ -48,7 +47,9 @@ pub(super) async fn reaper<S: JobStore>(
                 "not taking back expired leases: the store has not answered steadily for a lease"
             );
         }
-        if let Err(error) = shared.observed(shared.store.prune(retention, now)).await {
+        let config = shared.config.current();
+        let prune = shared.store.prune(&config.retention, now);
+        if let Err(error) = shared.observed(prune).await {
             tracing::warn!("failed to prune finished jobs: {}", describe(&error));
         }
         tokio::select! {

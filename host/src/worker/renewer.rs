@@ -18,7 +18,7 @@ use crate::store::{JobStore, RenewReport};
 /// is followed at once by one with a fresh expiry; a failed one is retried with backoff
 /// within the period, so a host renews as soon as its store is back.
 pub(super) async fn renewer<S: JobStore>(shared: Arc<Shared<S>>, stop: CancellationToken) {
-    let period = shared.config.host.lease / 3;
+    let period = shared.config.current().host.lease / 3;
     let mut wait = period;
     let mut failures = 0u32;
     loop {
@@ -31,7 +31,7 @@ pub(super) async fn renewer<S: JobStore>(shared: Arc<Shared<S>>, stop: Cancellat
         if ids.is_empty() {
             continue;
         }
-        let lease = shared.config.host.lease;
+        let lease = shared.config.current().host.lease;
         let now = shared.clock.now();
         let renewed = shared
             .observed(shared.store.renew(&ids, &shared.owner, lease, now))

@@ -23,7 +23,6 @@ pub(super) async fn unparker<S: JobStore>(
     stop: CancellationToken,
 ) {
     let mut loads = shared.registry.loads();
-    let queues: Vec<String> = shared.config.queues.keys().cloned().collect();
     let loaded = |name: &String| shared.registry.get(name).is_some();
     loop {
         let mut names = BTreeSet::new();
@@ -49,6 +48,7 @@ pub(super) async fn unparker<S: JobStore>(
                 names.insert(name);
             }
         }
+        let queues: Vec<String> = shared.config.current().queues.keys().cloned().collect();
         for name in names {
             let now = shared.clock.now();
             match shared

@@ -1,10 +1,13 @@
-//! Hot reload: keeps the registry in step with the handlers directory while the host runs.
+//! Hot reload: keeps the registry in step with the handlers directory while the host runs
+//! (this file), and the live config in step with the config file (`config_file`).
 //!
 //! A filesystem watcher reports changes to `*.wasm` files; each path is reloaded once its
 //! events have been quiet for a short debounce, so a `cp` over an old file (a truncate and
 //! several writes) or an editor's write-then-rename turns into one reload of the finished
 //! file. A load that fails (a half-written file, a corrupt one) leaves the old version
 //! serving; the next event for the path tries again.
+
+pub mod config_file;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
