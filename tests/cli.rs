@@ -55,6 +55,18 @@ impl Project {
         out
     }
 
+    /// Every host log of the project, whole.
+    pub fn all_host_logs(&self) -> String {
+        let mut out = String::new();
+        for entry in std::fs::read_dir(self.path()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "log") {
+                out.push_str(&std::fs::read_to_string(&path).unwrap_or_default());
+            }
+        }
+        out
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }

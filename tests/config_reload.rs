@@ -53,14 +53,7 @@ fn start(project: &Project, text: &str) -> Host {
 
 /// Every host log of the project, whole.
 fn log(project: &Project) -> String {
-    let mut out = String::new();
-    for entry in std::fs::read_dir(project.path()).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "log") {
-            out.push_str(&std::fs::read_to_string(&path).unwrap_or_default());
-        }
-    }
-    out
+    project.all_host_logs()
 }
 
 fn log_count(project: &Project, needle: &str) -> usize {

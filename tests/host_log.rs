@@ -39,14 +39,7 @@ fn run_job(project: &Project, handler: &str, payload: &str) -> String {
 
 /// The text of every host log in the project.
 fn host_log(project: &Project) -> String {
-    let mut all = String::new();
-    for entry in std::fs::read_dir(project.path()).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "log") {
-            all.push_str(&std::fs::read_to_string(&path).unwrap());
-        }
-    }
-    all
+    project.all_host_logs()
 }
 
 /// 200,000 log calls and 8 MiB each of stdout and stderr: the host's log carries the lines
