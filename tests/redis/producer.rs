@@ -286,6 +286,11 @@ async fn a_host_runs_an_outside_job_with_the_configs_values() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!((failed.priority, failed.max_attempts), (7, 1));
-    assert_eq!(failed.history.len(), 1, "one attempt, as the config says");
+    assert_eq!(
+        failed.history.len(),
+        1,
+        "one attempt, as the config says: {failed:?}\n{}",
+        project.host_logs()
+    );
     assert!(host.terminate().success());
 }
