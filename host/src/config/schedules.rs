@@ -156,16 +156,7 @@ impl Checker<'_> {
         })?;
         let queue = match &raw.queue {
             Some(q) if !queues.contains_key(q.get_ref()) => {
-                let defined: Vec<_> = queues.keys().map(|k| format!("`{k}`")).collect();
-                return Err(self.origins.invalid(
-                    key("queue"),
-                    &q.span(),
-                    format!(
-                        "queue `{}` is not defined; defined queues: {}",
-                        q.get_ref(),
-                        defined.join(", ")
-                    ),
-                ));
+                return Err(self.undefined_queue(key("queue"), q, queues));
             }
             Some(q) => q.get_ref().clone(),
             None => handlers

@@ -133,6 +133,25 @@ impl Checker<'_> {
         })
     }
 
+    /// The error for `key` naming `queue`, which is not one of `queues`.
+    pub(super) fn undefined_queue(
+        &self,
+        key: String,
+        queue: &Spanned<String>,
+        queues: &BTreeMap<String, QueueConfig>,
+    ) -> ConfigError {
+        let defined: Vec<_> = queues.keys().map(|k| format!("`{k}`")).collect();
+        self.origins.invalid(
+            key,
+            &queue.span(),
+            format!(
+                "queue `{}` is not defined; defined queues: {}",
+                queue.get_ref(),
+                defined.join(", ")
+            ),
+        )
+    }
+
     /// `[handlers.NAME]`; its `queue` must be one of `queues`.
     fn handler(
         &self,
@@ -143,16 +162,7 @@ impl Checker<'_> {
         let prefix = format!("handlers.{name}");
         let queue = match &h.queue {
             Some(q) if !queues.contains_key(q.get_ref()) => {
-                let defined: Vec<_> = queues.keys().map(|k| format!("`{k}`")).collect();
-                return Err(self.origins.invalid(
-                    format!("{prefix}.queue"),
-                    &q.span(),
-                    format!(
-                        "queue `{}` is not defined; defined queues: {}",
-                        q.get_ref(),
-                        defined.join(", ")
-                    ),
-                ));
+                return Err(self.undefined_queue(format!("{prefix}.queue"), q, queues));
             }
             Some(q) => q.get_ref().clone(),
             None => DEFAULT_QUEUE.to_owned(),
